@@ -1,0 +1,1 @@
+"""Offline precompute for the galaxy explorer: readers, mock survey, preparation, models, bundle."""
