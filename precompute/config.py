@@ -11,7 +11,7 @@ DEFAULT_CONFIG: dict = {
     "mock": {"galaxies": 160, "format": "manga"},
     "inputs": {"files": [], "catalogue": None, "catalogue_key": "plateifu", "column_map": {}},
     "prepare": {
-        "wave_min": 3750.0,  # rest-frame Å, common to MaNGA and eCALIFA up to z ~ 0.15
+        "wave_min": 3650.0,  # rest-frame Å: MaStar templates start at 3622 Å; eCALIFA (3749 Å observed) needs 3750
         "wave_max": 7000.0,
         "dlog10_wave": 2.0e-4,  # log10 step of the rest-frame grid (~138 km/s per pixel)
         "norm_window": [4050.0, 4150.0],  # seed 001; seed 000 uses [5600, 5800]
@@ -21,6 +21,16 @@ DEFAULT_CONFIG: dict = {
         "image_size": 64,  # pixels of the bundle's gri images (thumbnails keep their own size)
         "val_fraction": 0.14,  # held-out galaxies (seed 000: 126 / 898)
     },
+    # Spectral maps (seed 001): sections added by their modules' authors; one top-level key per model.
+    "desom1": {},
+    "fingerprints": {},
+    "desom2": {},
+    # Galaxy embeddings (seeds 000, 003, 004) and projections.
+    "contrastive": {},
+    "anomaly": {},
+    "image_vae": {},
+    "projections": {},
+    "device": "auto",  # "auto" = cuda when available, else cpu
 }
 
 
