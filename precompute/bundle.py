@@ -68,7 +68,11 @@ class BundleWriter:
         if exc_type is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             return
-        self._write_manifest()
+        try:
+            self._write_manifest()
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
         old = None
         if self.path.exists():
             old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
