@@ -1,0 +1,145 @@
+"""Catalogues of galaxy properties: FITS binary tables, VOTable, CSV, Parquet, recognised by content.
+
+Columns are renamed by a user mapping ``{name in the file: name we use}`` (the pandas ``rename`` direction),
+so nothing downstream hard-codes a survey's column names. Vector columns (e.g. drpall's 7-band
+``nsa_elpetro_absmag``) are split into one scalar column per element, named by band for the NSA's
+F N u g r i z bands, so each band can colour the dashboard.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from astropy.io import fits
+from astropy.table import Table
+
+from ..observation import InputError
+from .fitsfile import GZIP_MAGIC, open_fits, read_head
+
+NSA_BANDS = ("F", "N", "u", "g", "r", "i", "z")
+# Columns that identify an object and carry its redshift, tried in this order (drpall first).
+KEY_COLUMNS = ("plateifu", "galaxy_id", "id", "name", "object")
+REDSHIFT_COLUMNS = ("nsa_z", "z", "redshift")
+
+
+def read_catalogue(path, *, key: str, column_map: dict | None = None) -> pd.DataFrame:
+    """Read a catalogue table, rename its columns by ``column_map`` and check the key column.
+
+    ``key`` names the identifier column after renaming; its values become stripped strings (ids are
+    strings everywhere, e.g. MaNGA plate-IFU) and must be unique.
+    """
+    path = Path(path)
+    frame = read_table(path)
+    column_map = dict(column_map or {})
+    missing = [c for c in column_map if c not in frame.columns]
+    if missing:
+        raise InputError(path, f"column {missing[0]!r} named in the column mapping is not in the table; {_columns(frame)}")
+    frame = frame.rename(columns=column_map)
+    if key not in frame.columns:
+        raise InputError(path, f"key column {key!r} is not in the table; {_columns(frame)}")
+    if frame[key].isna().any():
+        raise InputError(path, f"key column {key!r} has {int(frame[key].isna().sum())} empty values")
+    frame[key] = frame[key].astype(str).str.strip()
+    duplicated = frame[key][frame[key].duplicated()].unique()
+    if len(duplicated):
+        raise InputError(path, f"key column {key!r} has duplicate values, e.g. {list(duplicated[:3])}")
+    return frame
+
+
+def read_table(path) -> pd.DataFrame:
+    """Any supported table as a DataFrame with scalar columns and str (not bytes) text."""
+    path = Path(path)
+    head = read_head(path, 1024)
+    try:
+        if head.startswith(b"SIMPLE"):
+            frame = _read_fits_table(path)
+        elif head.startswith(b"PAR1"):
+            frame = pd.read_parquet(path)
+        elif b"<VOTABLE" in head.upper() or head.lstrip().startswith(b"<?xml"):
+            frame = _to_frame(Table.read(path, format="votable"))
+        else:
+            frame = _read_csv(path, head)
+    except InputError:
+        raise
+    except Exception as err:  # pandas/pyarrow/astropy raise many types for unreadable tables
+        raise InputError(path, f"cannot read as a FITS, VOTable, CSV or Parquet table ({' '.join(str(err).split())})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    for name in frame.columns[frame.dtypes == object]:
+        frame[name] = frame[name].map(lambda v: v.decode().strip() if isinstance(v, bytes) else v.strip() if isinstance(v, str) else v)
+    return frame
+
+
+def _read_fits_table(path: Path) -> pd.DataFrame:
+    with open_fits(path) as hdul:
+        tables = [i for i, h in enumerate(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
+        if not tables:
+            raise InputError(path, "FITS file has no table extension")
+        return _to_frame(Table.read(hdul, hdu=tables[0], character_as_bytes=False))
+
+
+def _to_frame(table: Table) -> pd.DataFrame:
+    columns = {}
+    for name in table.colnames:
+        values = table[name]
+        if values.ndim == 1:
+            columns[name] = values
+        else:
+            flat = np.asarray(values).reshape(len(values), -1)
+            suffixes = NSA_BANDS if name.lower().startswith("nsa_") and flat.shape[1] == 7 else range(flat.shape[1])
+            for j, suffix in enumerate(suffixes):
+                columns[f"{name}_{suffix}"] = flat[:, j]
+    return Table(columns).to_pandas()
+
+
+def _read_csv(path: Path, head: bytes) -> pd.DataFrame:
+    text = head.decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    n_comments = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    first = lines[n_comments] if n_comments < len(lines) else ""
+    sep = "\t" if "\t" in first and "," not in first else ","
+    return pd.read_csv(path, sep=sep, skiprows=n_comments, compression="gzip" if head[:2] == GZIP_MAGIC else "infer")
+
+
+def _columns(frame: pd.DataFrame) -> str:
+    names = list(frame.columns)
+    return f"columns are {names[:25]}" + (f" and {len(names) - 25} more" if len(names) > 25 else "")
+
+
+def redshift_columns(frame: pd.DataFrame, source) -> tuple[str, str]:
+    """Names of the id and redshift columns of a catalogue, recognised by name (KEY_COLUMNS,
+    REDSHIFT_COLUMNS, any case), so a drpall file and a user's mapped table both work."""
+    lower = {str(c).lower(): c for c in frame.columns}
+    key = next((lower[c] for c in KEY_COLUMNS if c in lower), None)
+    zcol = next((lower[c] for c in REDSHIFT_COLUMNS if c in lower), None)
+    if key is None or zcol is None:
+        raise InputError(source, f"needs an id column (one of {list(KEY_COLUMNS)}) and a redshift column (one of {list(REDSHIFT_COLUMNS)}); {_columns(frame)}")
+    return key, zcol
+
+
+def catalogue_redshift(catalogue, object_id: str) -> float | None:
+    """Redshift of object_id in a catalogue (DataFrame or path), or None when it is not listed."""
+    is_path = isinstance(catalogue, (str, os.PathLike))
+    frame = read_table(catalogue) if is_path else catalogue
+    key, zcol = redshift_columns(frame, catalogue if is_path else "catalogue")
+    match = frame[frame[key].astype(str).str.strip() == object_id]
+    return None if match.empty else float(match[zcol].iloc[0])
+
+
+def resolve_redshift(object_id: str, from_file, redshift=None, catalogue=None, n_spectra: int | None = None):
+    """The redshift to use: ``redshift=`` wins, then the catalogue (if it lists the object), then the file.
+
+    Returns one float for a cube (``n_spectra=None``), else an array of n_spectra values; NaN = unknown.
+    """
+    if redshift is not None:
+        z = redshift
+    else:
+        listed = catalogue_redshift(catalogue, object_id) if catalogue is not None else None
+        z = from_file if listed is None else listed
+    if n_spectra is None:
+        return float(z)
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim and z.shape != (n_spectra,):
+        raise ValueError(f"{object_id}: {z.size} redshifts given for {n_spectra} spectra")
+    return np.broadcast_to(z, (n_spectra,)).copy()
