@@ -1,0 +1,574 @@
+"""Preparation: Observations -> rest-frame, normalised, Voronoi-binned spectra and gri images (the core bundle).
+
+    python -m precompute prepare [FILE ...] [--catalogue CAT --key plateifu] [--mock N] [--seed S]
+                                 [--config FILE] --out BUNDLE_DIR
+
+Steps per galaxy: mask bad pixels and night-sky lines, de-redshift, resample flux-conservingly onto one
+rest-frame log-λ grid, normalise by the mean flux in ``norm_window``, Voronoi-bin the spaxels to ``target_snr``
+(Cappellari & Copin 2003, `vorbin`), co-add each bin, and make gri images and a thumbnail.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from tqdm import tqdm
+
+from precompute import images
+from precompute.bundle import BundleWriter
+from precompute.config import load_config
+from precompute.observation import InputError, Observation
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)  # vorbin announces its successor (PowerBin) on import
+    from vorbin.voronoi_2d_binning import voronoi_2d_binning
+
+# Bright night-sky lines in the observed frame, vacuum Å: [OI] 5577, Na D 5890/5896, [OI] 6300 and 6364.
+SKY_LINES = np.array([5578.9, 5891.6, 5897.6, 6302.0, 6365.5])
+SKY_LINE_HALF_WIDTH = 6.0  # Å
+SNR_MARGIN = 500.0  # S/N is measured over the normalisation window ± this many Å (docs/bundle-schema.md)
+MIN_GOOD_FRACTION = 0.5  # share of a window (or of a bin's flux) that must be good to trust a mean (a co-add)
+SLIVER = 1e-3  # input pixels overlapping an output pixel by less than this fraction do not taint it
+GALAXY_COLUMNS = ["galaxy_id", "split", "source", "redshift", "ra", "dec", "n_bins", "thumbnail"]
+
+
+@dataclass
+class PreparedGalaxy:
+    """One galaxy ready for the bundle; spectra are on ``rest_frame_grid`` and normalised."""
+
+    galaxy_id: str
+    row: dict  # its galaxies.parquet row (without `split` and `thumbnail`, set by write_core)
+    bin_flux: np.ndarray  # float32 [n_bins, n_wave], 0 where bad
+    bin_ivar: np.ndarray  # float32 [n_bins, n_wave], 0 where bad
+    bins: pd.DataFrame  # bins.parquet rows (without `galaxy_index`)
+    spaxel_bins: np.ndarray  # int32 [ny, nx], bin_id of each spaxel, -1 = none
+    spaxel_flux: np.ndarray  # float32 [ny, nx, n_wave], each spaxel normalised; 0 where bad or unusable
+    spaxel_ivar: np.ndarray  # float32 [ny, nx, n_wave]
+    image: np.ndarray  # float32 [3, S, S], g r i nanomaggies per pixel
+    thumbnail_png: bytes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rest-frame resampling
+
+
+def rest_frame_grid(prepare_config: dict) -> np.ndarray:
+    """Pixel centres (Å) of the rest-frame grid: log-spaced from wave_min, step dlog10_wave, up to wave_max."""
+    lo, hi = np.log10(prepare_config["wave_min"]), np.log10(prepare_config["wave_max"])
+    step = prepare_config["dlog10_wave"]
+    n = int(np.floor((hi - lo) / step + 1e-9)) + 1
+    return 10.0 ** (lo + step * np.arange(n))
+
+
+def pixel_edges(wave: np.ndarray) -> np.ndarray:
+    """Pixel boundaries halfway (in log λ) between centres; the end pixels are as wide as their neighbours."""
+    logw = np.log10(wave)
+    mid = 0.5 * (logw[1:] + logw[:-1])
+    return 10.0 ** np.concatenate([[2 * logw[0] - mid[0]], mid, [2 * logw[-1] - mid[-1]]])
+
+
+def resampling_matrix(edges_in: np.ndarray, edges_out: np.ndarray) -> sparse.csr_matrix:
+    """Sparse [n_out, n_in] map of a flux density (per Å) from one pixelisation to another.
+
+    Entry (j, i) is the length of input pixel i inside output pixel j divided by the width of j, so each
+    output is the mean of the piecewise-constant input over its own extent: the integral of flux is conserved.
+    """
+    n_in, n_out = edges_in.size - 1, edges_out.size - 1
+    lo, hi = edges_out[:-1], edges_out[1:]
+    first = np.clip(np.searchsorted(edges_in, lo, side="right") - 1, 0, n_in - 1)
+    last = np.clip(np.searchsorted(edges_in, hi, side="left") - 1, 0, n_in - 1)
+    cols = first[:, None] + np.arange((last - first).max() + 1)
+    inside = cols <= last[:, None]
+    cols = np.minimum(cols, n_in - 1)
+    overlap = np.minimum(edges_in[cols + 1], hi[:, None]) - np.maximum(edges_in[cols], lo[:, None])
+    weight = np.where(inside, np.clip(overlap, 0.0, None), 0.0) / (hi - lo)[:, None]
+    rows = np.broadcast_to(np.arange(n_out)[:, None], cols.shape)
+    keep = weight > 0
+    return sparse.csr_matrix((weight[keep], (rows[keep], cols[keep])), shape=(n_out, n_in))
+
+
+def sky_line_mask(wave: np.ndarray) -> np.ndarray:
+    """True for observed-frame pixels within SKY_LINE_HALF_WIDTH of a bright sky line."""
+    return (np.abs(wave[:, None] - SKY_LINES[None, :]) <= SKY_LINE_HALF_WIDTH).any(axis=1)
+
+
+def to_rest_frame(wave, flux, ivar, bad, redshift, grid, source="input"):
+    """De-redshift spectra ``[n, n_wave]`` and resample them onto ``grid``: (flux, ivar, bad) ``[n, n_grid]``.
+
+    All spectra share one sparse matrix, so the whole cube is resampled in one product. Variances go through
+    the squared weights (pixels are independent); an output pixel is bad if any input pixel that contributes
+    to it is bad, including the masked sky lines.
+    """
+    edges = pixel_edges(wave) / (1.0 + redshift)
+    grid_edges = pixel_edges(grid)
+    if edges[0] > grid_edges[0] or edges[-1] < grid_edges[-1]:
+        raise InputError(
+            source,
+            f"covers {edges[0]:.0f}–{edges[-1]:.0f} Å rest-frame (z = {redshift:.4f}), "
+            f"grid needs {grid[0]:.0f}–{grid[-1]:.0f} Å",
+        )
+    with np.errstate(invalid="ignore"):
+        bad = bad | ~(ivar > 0) | ~np.isfinite(flux) | sky_line_mask(wave)
+    good = ~bad
+    # f_λ per rest-frame Å is (1 + z) times the observed one: the same energy in a (1 + z)-times narrower interval
+    flux_in = np.where(good, flux, 0.0) * (1.0 + redshift)
+    var_in = np.divide(1.0, ivar, out=np.zeros(ivar.shape), where=good) * (1.0 + redshift) ** 2
+    matrix = resampling_matrix(edges, grid_edges)
+    covered = (matrix @ good.T.astype(float)).T
+    tainted = (matrix @ bad.T.astype(float)).T > SLIVER
+    flux_out = (matrix @ flux_in.T).T
+    var_out = (matrix.multiply(matrix) @ var_in.T).T
+    bad_out = tainted | ~(covered > 0) | ~(var_out > 0)
+    safe = np.where(bad_out, 1.0, covered)  # good outputs are fully covered up to slivers, which we renormalise
+    flux_out = np.where(bad_out, 0.0, flux_out / safe)
+    ivar_out = np.where(bad_out, 0.0, safe**2 / np.where(bad_out, 1.0, var_out))
+    if bad_out.all():
+        raise InputError(source, "every pixel is bad on the rest-frame grid after masking bad pixels and sky lines")
+    return flux_out, ivar_out, bad_out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Normalisation and S/N
+
+
+def _window(grid: np.ndarray, window, what: str) -> np.ndarray:
+    inside = (grid >= window[0]) & (grid <= window[1])
+    if not inside.any():
+        raise ValueError(f"config prepare.{what} {list(window)} Å lies outside the rest-frame grid "
+                         f"{grid[0]:.0f}–{grid[-1]:.0f} Å")
+    return inside
+
+
+def window_mean(flux, bad, grid, window):
+    """Mean flux over good pixels in ``window`` and whether it can normalise (enough good pixels, positive)."""
+    inside = _window(grid, window, "norm_window")
+    good = ~bad[:, inside]
+    n_good = good.sum(axis=1)
+    mean = np.where(good, flux[:, inside], 0.0).sum(axis=1) / np.maximum(n_good, 1)
+    return mean, (n_good >= MIN_GOOD_FRACTION * inside.sum()) & (mean > 0)
+
+
+def _snr_window(prepare_config: dict) -> tuple[float, float]:
+    lo, hi = prepare_config["norm_window"]
+    return lo - SNR_MARGIN, hi + SNR_MARGIN
+
+
+def signal_and_noise(flux, ivar, bad, grid, window):
+    """Per spectrum: median good flux and median good 1σ in ``window`` (NaN when no pixel is good)."""
+    inside = _window(grid, window, "norm_window ± 500 Å")
+    good = ~bad[:, inside]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: spectra with no good pixel there
+        signal = np.nanmedian(np.where(good, flux[:, inside], np.nan), axis=1)
+        noise = np.nanmedian(np.where(good, 1.0 / np.sqrt(np.where(good, ivar[:, inside], 1.0)), np.nan), axis=1)
+    return signal, noise
+
+
+def spectrum_snr(flux, ivar, bad, grid, window) -> np.ndarray:
+    """S/N of each spectrum: median of flux·sqrt(ivar) over its good pixels in ``window`` (NaN if none)."""
+    inside = _window(grid, window, "norm_window ± 500 Å")
+    good = ~bad[:, inside]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.where(good, flux[:, inside] * np.sqrt(ivar[:, inside]), np.nan), axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Voronoi binning
+
+
+def voronoi_bins(x, y, signal, noise, target_snr: float) -> np.ndarray:
+    """Bin number (0..n_bins-1) of each spaxel at pixel coordinates (x, y), aiming at ``target_snr`` per bin.
+
+    Covers the cases vorbin refuses: a single spaxel, every spaxel already at the target (each keeps its own
+    bin) and a galaxy whose spaxels together stay below the target (all of them form one bin).
+    """
+    snr = signal / noise
+    if x.size == 1 or snr.min() >= target_snr:
+        return np.arange(x.size)
+    if signal.sum() / np.sqrt(np.sum(noise**2)) < target_snr:
+        return np.zeros(x.size, dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        labels = voronoi_2d_binning(x, y, signal, noise, target_snr, plot=False, quiet=True, pixelsize=1.0)[0]
+    return np.unique(labels, return_inverse=True)[1]  # vorbin may leave gaps in its numbering
+
+
+def coadd(flux, ivar, bad, weight, labels, n_bins):
+    """Sum the member spectra of each bin: (flux, ivar, bad) ``[n_bins, n_wave]``, not normalised.
+
+    Where some members are bad, the sum of the good ones is scaled up by the bin's total over their share of
+    ``weight`` (each member's mean flux); a pixel is bad when that share is below MIN_GOOD_FRACTION.
+    """
+    member = labels >= 0
+    index = np.flatnonzero(member)
+    onehot = sparse.csr_matrix((np.ones(index.size), (labels[member], index)), shape=(n_bins, labels.size))
+    good = ~bad
+    share = (onehot @ (good * weight[:, None])) / (onehot @ weight)[:, None]
+    bin_bad = share < MIN_GOOD_FRACTION
+    scale = np.where(bin_bad, 0.0, 1.0 / np.where(bin_bad, 1.0, share))
+    total = onehot @ np.where(good, flux, 0.0) * scale
+    var = onehot @ np.divide(1.0, ivar, out=np.zeros(ivar.shape), where=good) * scale**2
+    bin_bad |= ~(var > 0)
+    return np.where(bin_bad, 0.0, total), np.divide(1.0, var, out=np.zeros(var.shape), where=~bin_bad), bin_bad
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One galaxy
+
+
+def _redshift(obs: Observation, source: str) -> float:
+    z = float(np.asarray(obs.redshift, dtype=float).ravel()[0])
+    if not np.isfinite(z) or z <= -0.01:
+        raise InputError(source, f"redshift is {z}: give it in a catalogue column (e.g. nsa_z for MaNGA)")
+    return z
+
+
+def _number(value) -> float:
+    return np.nan if value is None else float(value)
+
+
+def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None = None,
+                   truth_maps: dict | None = None, image: np.ndarray | None = None) -> PreparedGalaxy:
+    """Prepare one cube, or one spectrum of a set (see ``split_spectra``), into binned rest-frame spectra.
+
+    ``truth``: known properties of the galaxy (mock truth or catalogue row), copied into its galaxies row;
+    its ``re_arcsec`` gives the bins' ``radius_re``. ``truth_maps``: per-spaxel [ny, nx] truth, averaged per bin
+    weighted by flux. ``image``: a gri cutout [3, h, w] in nanomaggies (else the cube's own images are used).
+    """
+    source = str(obs.meta.get("path", obs.id))
+    obs.validate(source)
+    if not obs.is_cube and obs.n_spectra != 1:
+        raise ValueError(f"{source}: {obs.n_spectra} spectra in one Observation; prepare each (split_spectra)")
+    truth = dict(truth or {})
+    z = _redshift(obs, source)
+    grid = rest_frame_grid(prepare_config)
+    norm_window, snr_window = prepare_config["norm_window"], _snr_window(prepare_config)
+    spatial = obs.spatial_shape if obs.is_cube else (1, 1)
+    n_spaxels = int(np.prod(spatial))
+    flux, ivar, bad = to_rest_frame(
+        obs.wave, obs.flux.reshape(n_spaxels, -1).astype(float), obs.ivar.reshape(n_spaxels, -1).astype(float),
+        obs.bad.reshape(n_spaxels, -1), z, grid, source,
+    )
+    norm, usable = window_mean(flux, bad, grid, norm_window)
+    if obs.foreground_star is not None:
+        usable &= ~np.asarray(obs.foreground_star, dtype=bool).reshape(n_spaxels)
+    if not usable.any():
+        raise InputError(source, f"no spectrum has enough good, positive flux in the normalisation window "
+                                 f"{norm_window[0]:.0f}–{norm_window[1]:.0f} Å rest-frame")
+    spaxel_good = usable[:, None] & ~bad
+    spaxel_flux = np.where(spaxel_good, flux / np.where(usable, norm, 1.0)[:, None], 0.0)
+    spaxel_ivar = np.where(spaxel_good, ivar * (norm**2)[:, None], 0.0)
+
+    # Spaxel positions in arcsec from the cube centre, along the pixel axes
+    row_idx, col_idx = np.indices(spatial).reshape(2, -1)
+    if obs.is_cube:
+        if not obs.pixel_scale:
+            raise InputError(source, "cube has no pixel scale (arcsec per spaxel)")
+        x_arcsec = (col_idx - (spatial[1] - 1) / 2) * obs.pixel_scale
+        y_arcsec = (row_idx - (spatial[0] - 1) / 2) * obs.pixel_scale
+        signal, noise = signal_and_noise(flux, ivar, bad, grid, snr_window)
+        with np.errstate(invalid="ignore"):
+            candidate = usable & (signal / noise >= prepare_config["min_spaxel_snr"]) & (noise > 0)
+        if not candidate.any():
+            raise InputError(source, f"no spaxel reaches S/N {prepare_config['min_spaxel_snr']} "
+                                     f"near the normalisation window")
+        labels = np.full(n_spaxels, -1)
+        labels[candidate] = voronoi_bins(col_idx[candidate].astype(float), row_idx[candidate].astype(float),
+                                         signal[candidate], noise[candidate], prepare_config["target_snr"])
+    else:  # a fibre or extracted spectrum: one bin, position unknown
+        x_arcsec = y_arcsec = np.full(1, np.nan)
+        labels = np.zeros(1, dtype=int)
+    n_bins = int(labels.max()) + 1
+
+    weight = np.where(labels >= 0, norm, 0.0)  # flux weights: each spaxel's mean flux in the window
+    bin_flux, bin_ivar, bin_bad = coadd(flux, ivar, bad, weight, labels, n_bins)
+    bin_norm, bin_ok = window_mean(bin_flux, bin_bad, grid, norm_window)
+    bin_flux = np.where(bin_bad, 0.0, bin_flux / np.where(bin_ok, bin_norm, 1.0)[:, None])
+    bin_ivar = np.where(bin_bad, 0.0, bin_ivar * (bin_norm**2)[:, None])
+    snr = spectrum_snr(bin_flux, bin_ivar, bin_bad, grid, snr_window)
+    keep = bin_ok & (snr >= prepare_config["min_bin_snr"]) if obs.is_cube else bin_ok
+    if not keep.any():
+        raise InputError(source, f"no Voronoi bin reaches S/N {prepare_config['min_bin_snr']} "
+                                 f"(best {np.nanmax(snr, initial=0.0):.1f})")
+
+    # Per-bin flux-weighted means via the membership matrix
+    member = labels >= 0
+    onehot = sparse.csr_matrix((weight[member], (labels[member], np.flatnonzero(member))),
+                               shape=(n_bins, n_spaxels))
+    total_weight = onehot @ np.ones(n_spaxels)
+
+    def bin_mean(values):
+        values = np.asarray(values, dtype=float).reshape(n_spaxels)
+        finite = np.isfinite(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (onehot @ np.where(finite, values, 0.0)) / (onehot @ finite.astype(float))
+
+    x_bin = onehot @ np.nan_to_num(x_arcsec) / total_weight if obs.is_cube else np.full(n_bins, np.nan)
+    y_bin = onehot @ np.nan_to_num(y_arcsec) / total_weight if obs.is_cube else np.full(n_bins, np.nan)
+    re_arcsec = float(truth.get("re_arcsec", np.nan))
+    table = {
+        "galaxy_id": obs.id,
+        "bin_id": 0,
+        "x_arcsec": x_bin,
+        "y_arcsec": y_bin,
+        "radius_re": np.hypot(x_bin, y_bin) / re_arcsec if re_arcsec > 0 else np.full(n_bins, np.nan),
+        "snr": snr,
+        "n_spaxels": np.bincount(labels[member], minlength=n_bins),
+    }
+    for name, values in (truth_maps or {}).items():
+        table[name] = bin_mean(values)
+    bins = pd.DataFrame(table)
+
+    # Keep the bins that pass, numbered outwards from the centre
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(np.nan_to_num(np.hypot(x_bin[kept], y_bin[kept])), kind="stable")]
+    new_id = np.full(n_bins, -1, dtype=np.int32)
+    new_id[kept] = np.arange(kept.size, dtype=np.int32)
+    bins = bins.iloc[kept].reset_index(drop=True).astype({"n_spaxels": np.int32})
+    bins["bin_id"] = np.arange(kept.size, dtype=np.int32)
+    spaxel_bins = np.where(member, new_id[np.maximum(labels, 0)], -1).astype(np.int32).reshape(spatial)
+
+    native = images.native_gri(obs, image)
+    row = {
+        **truth,
+        "galaxy_id": obs.id,
+        "source": source,
+        "redshift": z,
+        "ra": _number(obs.meta.get("ra", truth.get("ra"))),
+        "dec": _number(obs.meta.get("dec", truth.get("dec"))),
+        "n_bins": int(kept.size),
+    }
+    n_wave = grid.size
+    return PreparedGalaxy(
+        galaxy_id=obs.id,
+        row=row,
+        bin_flux=bin_flux[kept].astype(np.float32),
+        bin_ivar=bin_ivar[kept].astype(np.float32),
+        bins=bins,
+        spaxel_bins=spaxel_bins,
+        spaxel_flux=spaxel_flux.reshape(*spatial, n_wave).astype(np.float32),
+        spaxel_ivar=spaxel_ivar.reshape(*spatial, n_wave).astype(np.float32),
+        image=images.rebin_flux(native, int(prepare_config["image_size"])),
+        thumbnail_png=images.thumbnail_png(native),
+    )
+
+
+def split_spectra(obs: Observation) -> list[Observation]:
+    """A cube as is; a set of spectra as one single-spectrum Observation each (``<id>:<index>`` when several)."""
+    if obs.is_cube:
+        return [obs]
+    n = obs.n_spectra
+    redshift = np.broadcast_to(np.asarray(obs.redshift, dtype=float), (n,))
+    path = obs.meta.get("path", obs.id)
+    return [
+        Observation(
+            id=obs.id if n == 1 else f"{obs.id}:{i}", format=obs.format, wave=obs.wave,
+            flux=obs.flux[i : i + 1], ivar=obs.ivar[i : i + 1], bad=obs.bad[i : i + 1], redshift=float(redshift[i]),
+            meta={**obs.meta, "path": path if n == 1 else f"{path}[{i}]"},
+        )
+        for i in range(n)
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Streams of galaxies
+
+
+def _skip(err: Exception) -> None:
+    tqdm.write(f"skipped {err}", file=sys.stderr)
+
+
+def _summary(what: str, n_galaxies: int, n_spectra: int, skipped: int, seconds: float) -> None:
+    print(f"prepared {n_galaxies} galaxies ({n_spectra} binned spectra) from {what} in {seconds:.1f} s "
+          f"({n_galaxies / max(seconds, 1e-9):.2f} galaxies/s); skipped {skipped}", file=sys.stderr)
+
+
+def prepare_mock(n: int, seed: int, fmt: str, config: dict):
+    """Stream the embedded mock survey through ``prepare_galaxy``; yields PreparedGalaxy, returns the skip count."""
+    from precompute.mock.survey import iter_mock_survey
+
+    start, made, spectra, skipped = time.perf_counter(), 0, 0, 0
+    for index, mock in enumerate(tqdm(iter_mock_survey(n, seed, fmt), total=n, desc="prepare mock", unit="galaxy")):
+        try:
+            galaxy = prepare_galaxy(mock.observation, config["prepare"], truth=mock.truth,
+                                    truth_maps=mock.truth_maps, image=mock.image)
+        except InputError as err:
+            _skip(err)
+            skipped += 1
+            continue
+        galaxy.row["source"] = f"mock:{seed}:{index}"
+        made, spectra = made + 1, spectra + len(galaxy.bins)
+        yield galaxy
+    _summary(f"the mock survey (seed {seed})", made, spectra, skipped, time.perf_counter() - start)
+    return skipped
+
+
+def _catalogue_rows(catalogue, key: str, obs: Observation) -> dict:
+    """The catalogue row of this observation (matched on ``key``) as a dict; empty when absent."""
+    if catalogue is None:
+        return {}
+    match = catalogue[catalogue[key].astype(str) == str(obs.id)]
+    return {} if match.empty else match.iloc[0].to_dict()
+
+
+def prepare_files(paths, config: dict, catalogue=None, key: str = "plateifu", column_map: dict | None = None):
+    """Read and prepare input files; a file that cannot be read or prepared is reported and skipped.
+
+    Sets of spectra give one galaxy per spectrum. Yields PreparedGalaxy; returns the number skipped.
+    """
+    from precompute import formats
+
+    paths = [str(p) for p in paths]
+    table = None if catalogue is None else formats.read_catalogue(catalogue, key=key, column_map=column_map or {})
+    start, made, spectra, skipped, seen = time.perf_counter(), 0, 0, 0, set()
+    for path in tqdm(paths, desc="prepare files", unit="file"):
+        try:
+            observations = split_spectra(formats.read_observation(path, catalogue=table))
+        except (InputError, OSError) as err:
+            _skip(err if isinstance(err, InputError) else InputError(path, str(err)))
+            skipped += 1
+            continue
+        for obs in observations:
+            try:
+                if obs.id in seen:
+                    raise InputError(obs.meta.get("path", path), f"galaxy id {obs.id} was already prepared")
+                galaxy = prepare_galaxy(obs, config["prepare"], truth=_catalogue_rows(table, key, obs))
+            except InputError as err:
+                _skip(err)
+                skipped += 1
+                continue
+            seen.add(obs.id)
+            made, spectra = made + 1, spectra + len(galaxy.bins)
+            yield galaxy
+    _summary(f"{len(paths)} files", made, spectra, skipped, time.perf_counter() - start)
+    return skipped
+
+
+def collect(stream) -> tuple[list[PreparedGalaxy], int]:
+    """Exhaust a prepare_mock / prepare_files stream: (galaxies, number skipped)."""
+    galaxies = []
+    while True:
+        try:
+            galaxies.append(next(stream))
+        except StopIteration as stop:
+            return galaxies, int(stop.value or 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bundle
+
+
+def assign_split(groups, val_fraction: float, seed: int) -> np.ndarray:
+    """'train'/'val' per galaxy: ``val_fraction`` held out, in proportion within each group (morphology)."""
+    groups = np.asarray(groups, dtype=str)
+    rng = np.random.default_rng(seed)
+    labels, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=labels.size)
+    quota = val_fraction * sizes
+    n_val = np.floor(quota).astype(int)
+    # Largest remainders get the leftover held-out places (ties broken at random), so the total is right
+    extra = int(round(val_fraction * groups.size)) - n_val.sum()
+    order = np.lexsort((rng.random(labels.size), -(quota - n_val)))
+    n_val[order[:max(extra, 0)]] += 1
+    split = np.full(groups.size, "train", dtype=object)
+    for k in range(labels.size):
+        members = np.flatnonzero(inverse == k)
+        split[rng.choice(members, size=min(n_val[k], members.size), replace=False)] = "val"
+    return split
+
+
+def _file_name(galaxy_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", galaxy_id)
+
+
+def write_core(writer: BundleWriter, galaxies: list[PreparedGalaxy], config: dict):
+    """Write the core files of docs/bundle-schema.md; returns the (galaxies, bins) tables as written."""
+    if not galaxies:
+        raise ValueError("nothing to write: no galaxy was prepared (were all inputs skipped?)")
+    ids = pd.Series([g.galaxy_id for g in galaxies])
+    if ids.duplicated().any():
+        raise ValueError(f"galaxy ids must be unique; repeated: {sorted(set(ids[ids.duplicated()]))}")
+    prep = config["prepare"]
+    table = pd.DataFrame([g.row for g in galaxies])
+    groups = table["morphology"] if "morphology" in table else np.zeros(len(table))
+    table["split"] = assign_split(groups, prep["val_fraction"], config["seed"])
+    names = pd.Series([_file_name(g) for g in ids])
+    names = names.where(~names.duplicated(keep=False), names + "-" + names.index.astype(str))
+    table["thumbnail"] = "thumbnails/" + names + ".png"
+    table = table[GALAXY_COLUMNS + [c for c in table.columns if c not in GALAXY_COLUMNS]]
+    table["n_bins"] = table["n_bins"].astype(np.int32)
+    bins = pd.concat(
+        [g.bins.assign(galaxy_index=np.int32(i)) for i, g in enumerate(galaxies)], ignore_index=True
+    )
+    bins.insert(1, "galaxy_index", bins.pop("galaxy_index"))
+
+    writer.table("galaxies", table)
+    writer.table("bins", bins)
+    writer.array("spectra/wave", rest_frame_grid(prep))
+    writer.array("spectra/flux", np.concatenate([g.bin_flux for g in galaxies]))
+    writer.array("spectra/ivar", np.concatenate([g.bin_ivar for g in galaxies]))
+    writer.arrays("spaxel_bins", {g.galaxy_id: g.spaxel_bins for g in galaxies})
+    writer.array("images/gri", np.stack([g.image for g in galaxies]))
+    for g, path in zip(galaxies, table["thumbnail"]):
+        writer.blob(path, g.thumbnail_png)
+    writer.metrics["prepare"] = {
+        "galaxies": len(table),
+        "binned_spectra": len(bins),
+        "val_galaxies": int((table["split"] == "val").sum()),
+        "median_bin_snr": float(bins["snr"].median()),
+    }
+    return table, bins
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m precompute prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", help="MaNGA / CALIFA cubes, spectra sets, SDSS spec files")
+    parser.add_argument("--catalogue", help="table of galaxy properties (redshift, R_e, ...) matched on --key")
+    parser.add_argument("--key", help="catalogue column holding the file ids (default: config, plateifu)")
+    parser.add_argument("--mock", type=int, metavar="N", help="prepare N galaxies of the embedded mock survey")
+    parser.add_argument("--format", help="mock survey format: manga or califa (default: config)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--config", help="JSON file overriding precompute/config.py defaults")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    args = parser.parse_args(argv)
+    if args.files and args.mock is not None:
+        parser.error("give input files or --mock N, not both")
+    overrides: dict = {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.mock is not None or args.format:
+        overrides["mock"] = {k: v for k, v in (("galaxies", args.mock), ("format", args.format)) if v is not None}
+    inputs = {k: v for k, v in (("files", args.files), ("catalogue", args.catalogue), ("catalogue_key", args.key))
+              if v}
+    if args.mock is not None:
+        inputs["files"] = []
+    overrides["inputs"] = inputs
+    config = load_config(args.config, **overrides)
+
+    start = time.perf_counter()
+    files = config["inputs"]["files"]
+    if files:
+        stream = prepare_files(files, config, catalogue=config["inputs"]["catalogue"],
+                               key=config["inputs"]["catalogue_key"], column_map=config["inputs"]["column_map"])
+    else:
+        stream = prepare_mock(config["mock"]["galaxies"], config["seed"], config["mock"]["format"], config)
+    galaxies, skipped = collect(stream)
+    if not galaxies:
+        print(f"nothing prepared: all {skipped} inputs were skipped; no bundle written", file=sys.stderr)
+        return 1
+    with BundleWriter(args.out, config, seed=config["seed"]) as writer:
+        table, bins = write_core(writer, galaxies, config)
+        writer.metrics["prepare"]["skipped"] = skipped
+        writer.provenance["inputs"] = files or f"mock:{config['seed']}:{config['mock']['galaxies']}"
+        writer.provenance["timings"] = {"prepare_s": round(time.perf_counter() - start, 2)}
+    print(f"core bundle written to {args.out} ({len(table)} galaxies, {len(bins)} binned spectra, {skipped} skipped)")
+    return 0
