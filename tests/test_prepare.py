@@ -308,3 +308,48 @@ def test_write_core_round_trip(tmp_path, galaxy):
     for path in table.thumbnail:
         assert Image.open(bundle.path / path).mode == "RGB"
     assert bundle.metrics["prepare"]["binned_spectra"] == len(bins)
+
+
+# --- files and the command line --------------------------------------------------------------------------
+
+
+def test_cli_prepares_files_skips_a_bad_one_and_uses_the_catalogue(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from precompute import formats
+
+    cube = make_cube(ny=10, nx=10, z=0.0365)
+    wave = formats.manga_wave()
+    flux = np.stack([np.interp(wave, cube.wave, s) for s in cube.flux.reshape(100, -1)]).reshape(10, 10, -1)
+    gimg = np.ones((10, 10), np.float32)
+    formats.write_manga_cube(
+        tmp_path / "manga-8485-1901-LOGCUBE.fits", wave=wave, flux=flux, ivar=np.full(flux.shape, cube.ivar.max()),
+        mask=np.zeros(flux.shape, np.int32), header={"PLATEIFU": "8485-1901", "OBJRA": 132.6, "OBJDEC": 57.4},
+        images={"g": gimg, "r": 2 * gimg, "i": 3 * gimg},
+    )
+    fibres = make_set(n=2)
+    formats.write_spectra_set(tmp_path / "fibres.fits", wave=fibres.wave, flux=fibres.flux, ivar=fibres.ivar,
+                              mask=np.zeros(fibres.flux.shape), z=fibres.redshift)
+    (tmp_path / "broken.fits").write_bytes(b"not a FITS file at all")
+    pd.DataFrame({"plateifu": ["8485-1901"], "nsa_z": [0.0365], "nsa_elpetro_th50_r": [2.5]}).to_csv(
+        tmp_path / "drpall.csv", index=False)
+    (tmp_path / "config.json").write_text(json.dumps({"inputs": {"column_map": {"nsa_elpetro_th50_r": "re_arcsec"}}}))
+
+    files = [str(tmp_path / name) for name in ("manga-8485-1901-LOGCUBE.fits", "broken.fits", "fibres.fits")]
+    code = prepare.main([*files, "--catalogue", str(tmp_path / "drpall.csv"), "--key", "plateifu",
+                         "--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "bundle")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and f"{tmp_path / 'broken.fits'}: " in err and "skipped 1" in err
+    bundle = Bundle(tmp_path / "bundle")
+    table = bundle.galaxies.set_index("galaxy_id")
+    assert list(table.index) == ["8485-1901", "fibres:0", "fibres:1"]
+    assert table.loc["8485-1901", "re_arcsec"] == 2.5 and table.loc["8485-1901", "ra"] == 132.6
+    assert table.loc["fibres:1", "redshift"] == pytest.approx(0.05)
+    cube_bins = bundle.bins[bundle.bins.galaxy_id == "8485-1901"]
+    assert np.allclose(cube_bins.radius_re, np.hypot(cube_bins.x_arcsec, cube_bins.y_arcsec) / 2.5)
+    assert bundle.metrics["prepare"]["skipped"] == 1
+    # The cube's own GIMG/RIMG/IIMG are used, rebinned with their total flux kept
+    assert np.allclose(bundle.array("images/gri")[0].sum(axis=(1, 2)), [100, 200, 300], rtol=1e-5)
