@@ -74,9 +74,28 @@ def open_fits(path):
         for w in caught:
             if "truncated" in str(w.message):
                 raise InputError(path, f"truncated FITS file ({w.message})")
+        _check_tail(hdul, source, path)
         yield hdul
     finally:
         hdul.close()
+
+
+def _check_tail(hdul, source, path: Path) -> None:
+    """A file cut inside a later HDU's header leaves bytes astropy skips without a word: report them.
+
+    Trailing zero or blank padding, which some writers add, is accepted.
+    """
+    info = hdul.fileinfo(len(hdul) - 1)
+    end = info["datLoc"] + info["datSpan"]
+    if isinstance(source, io.BytesIO):
+        tail = source.getbuffer()[end:].tobytes()
+    else:
+        with open(source, "rb") as f:
+            f.seek(end)
+            tail = f.read()
+    if tail.strip(b"\0 "):
+        raise InputError(path, f"truncated or corrupt FITS file: {len(tail)} bytes after the last complete HDU "
+                               f"{hdul[-1].name or len(hdul) - 1} cannot be read")
 
 
 def _one_line(err: Exception) -> str:
