@@ -371,7 +371,7 @@ def test_drpall_vector_columns_split_by_band(tmp_path):
     assert frame["nsa_elpetro_absmag_r"].tolist() == [4.0, 5.0] and "nsa_elpetro_absmag_F" in frame
 
 
-def test_catalogue_errors_name_file_and_column(tmp_path, catalogue_frame):
+def test_catalogue_errors_name_file_and_column(tmp_path, catalogue_frame, capsys):
     path = tmp_path / "cat.csv"
     catalogue_frame.to_csv(path, index=False)
     with pytest.raises(InputError, match=r"cat\.csv: column 'log_mass' named in the column mapping is not in the table"):
@@ -381,8 +381,20 @@ def test_catalogue_errors_name_file_and_column(tmp_path, catalogue_frame):
     catalogue_frame.iloc[[0, 0, 1]].to_csv(path, index=False)
     with pytest.raises(InputError, match="duplicate values"):
         F.read_catalogue(path, key="plateifu")
-    with pytest.raises(InputError, match="needs an id column"):
-        F.read_observation(drp_logcube(tmp_path / "c.fits"), catalogue=pd.DataFrame({"x": [1]}))
+    # A catalogue without redshifts is fine to pass to a reader (z stays the file's), but not as --drpall.
+    cube = drp_logcube(tmp_path / "c.fits")
+    assert np.isnan(F.read_observation(cube, catalogue=pd.DataFrame({"plateifu": ["8485-1901"], "mass": [1.0]})).redshift)
+    (tmp_path / "noz.csv").write_text("plateifu,mass\n8485-1901,1.0\n")
+    assert F.main([str(cube), "--drpall", str(tmp_path / "noz.csv")]) == 2
+    assert capsys.readouterr().err.startswith(f"{tmp_path / 'noz.csv'}: needs an id column")
+
+
+def test_catalogue_key_given_to_read_catalogue_finds_redshift(tmp_path):
+    path = tmp_path / "props.csv"
+    pd.DataFrame({"survey_name": ["NGC2253"], "zhelio": [0.0118]}).to_csv(path, index=False)
+    frame = F.read_catalogue(path, key="califa_id", column_map={"survey_name": "califa_id", "zhelio": "z"})
+    cube = pipeline_califa(tmp_path / "cube.fits")
+    assert F.read_observation(cube, catalogue=frame).redshift == 0.0118
 
 
 # ---------------------------------------------------------------- inspect CLI

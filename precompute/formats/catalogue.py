@@ -45,6 +45,7 @@ def read_catalogue(path, *, key: str, column_map: dict | None = None) -> pd.Data
     duplicated = frame[key][frame[key].duplicated()].unique()
     if len(duplicated):
         raise InputError(path, f"key column {key!r} has duplicate values, e.g. {list(duplicated[:3])}")
+    frame.attrs["key"] = key  # lets readers find an object's redshift by the same key
     return frame
 
 
@@ -108,10 +109,10 @@ def _columns(frame: pd.DataFrame) -> str:
 
 
 def redshift_columns(frame: pd.DataFrame, source) -> tuple[str, str]:
-    """Names of the id and redshift columns of a catalogue, recognised by name (KEY_COLUMNS,
-    REDSHIFT_COLUMNS, any case), so a drpall file and a user's mapped table both work."""
+    """Names of the id and redshift columns of a catalogue: the key given to read_catalogue, else the first
+    of KEY_COLUMNS, and the first of REDSHIFT_COLUMNS (any case), so drpall and mapped tables both work."""
     lower = {str(c).lower(): c for c in frame.columns}
-    key = next((lower[c] for c in KEY_COLUMNS if c in lower), None)
+    key = frame.attrs.get("key") or next((lower[c] for c in KEY_COLUMNS if c in lower), None)
     zcol = next((lower[c] for c in REDSHIFT_COLUMNS if c in lower), None)
     if key is None or zcol is None:
         raise InputError(source, f"needs an id column (one of {list(KEY_COLUMNS)}) and a redshift column (one of {list(REDSHIFT_COLUMNS)}); {_columns(frame)}")
@@ -119,10 +120,14 @@ def redshift_columns(frame: pd.DataFrame, source) -> tuple[str, str]:
 
 
 def catalogue_redshift(catalogue, object_id: str) -> float | None:
-    """Redshift of object_id in a catalogue (DataFrame or path), or None when it is not listed."""
+    """Redshift of object_id in a catalogue (DataFrame or path); None when the object is not listed or the
+    catalogue has no redshift column (a catalogue of other properties is fine to pass)."""
     is_path = isinstance(catalogue, (str, os.PathLike))
     frame = read_table(catalogue) if is_path else catalogue
-    key, zcol = redshift_columns(frame, catalogue if is_path else "catalogue")
+    try:
+        key, zcol = redshift_columns(frame, catalogue if is_path else "catalogue")
+    except InputError:
+        return None
     match = frame[frame[key].astype(str).str.strip() == object_id]
     return None if match.empty else float(match[zcol].iloc[0])
 
