@@ -343,7 +343,8 @@ def test_broken_files_give_one_line_errors(tmp_path):
 @pytest.fixture
 def catalogue_frame():
     return pd.DataFrame({"plateifu": ["8485-1901", "7443-12703", "9000-3701"], "nsa_z": [0.0365, 0.0413, 0.02],
-                         "nsa_elpetro_mass": [3.1e10, 5.0e9, 1e11], "nsa_sersic_n": [1.2, 4.0, 2.5]})
+                         "nsa_elpetro_mass": [3.1e10, 5.0e9, 1e11], "nsa_sersic_n": [1.2, 4.0, 2.5],
+                         "morphology": ["E ", " Sa", "Sb"]})
 
 
 def test_catalogue_formats_read_alike(tmp_path, catalogue_frame):
@@ -357,7 +358,8 @@ def test_catalogue_formats_read_alike(tmp_path, catalogue_frame):
     mapping = {"nsa_elpetro_mass": "mstar", "nsa_sersic_n": "sersic_n"}
     for kind, path in paths.items():
         frame = F.read_catalogue(path, key="plateifu", column_map=mapping)
-        assert list(frame.columns) == ["plateifu", "nsa_z", "mstar", "sersic_n"], kind
+        assert list(frame.columns) == ["plateifu", "nsa_z", "mstar", "sersic_n", "morphology"], kind
+        assert frame["morphology"].tolist() == ["E", "Sa", "Sb"], kind  # padding stripped, str not bytes
         assert frame["plateifu"].tolist() == catalogue_frame["plateifu"].tolist(), kind
         np.testing.assert_allclose(frame["mstar"], catalogue_frame["nsa_elpetro_mass"], err_msg=kind)
 

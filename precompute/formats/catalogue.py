@@ -67,9 +67,17 @@ def read_table(path) -> pd.DataFrame:
     except Exception as err:  # pandas/pyarrow/astropy raise many types for unreadable tables
         raise InputError(path, f"cannot read as a FITS, VOTable, CSV or Parquet table ({' '.join(str(err).split())})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    for name in frame.columns[frame.dtypes == object]:
-        frame[name] = frame[name].map(lambda v: v.decode().strip() if isinstance(v, bytes) else v.strip() if isinstance(v, str) else v)
+    for name in frame.columns:
+        if frame[name].dtype == object or isinstance(frame[name].dtype, pd.StringDtype):
+            frame[name] = frame[name].map(_clean_text)
     return frame
+
+
+def _clean_text(value):
+    """FITS and fixed-width tables pad text with blanks, and some give bytes."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value.strip() if isinstance(value, str) else value
 
 
 def _read_fits_table(path: Path) -> pd.DataFrame:
