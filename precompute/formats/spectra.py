@@ -74,11 +74,11 @@ def _read_sdss(hdul, path, redshift=None, catalogue=None) -> Observation:
     # DR8+ names the table COADD; older reductions leave HDU 1 unnamed.
     coadd_name = 1 if "COADD" not in hdu_names(hdul) and len(hdul) > 1 else "COADD"
     coadd = table(hdul, coadd_name, path)
-    label = "COADD"
-    loglam = column(coadd, "loglam", label, path)
-    flux = column(coadd, "flux", label, path, np.float32)
-    ivar = column(coadd, "ivar", label, path, np.float32)
-    and_mask = column(coadd, "and_mask", label, path, np.int64) if "and_mask" in map(str.lower, coadd.columns.names) else np.zeros(loglam.shape, np.int64)
+    present = {c.lower() for c in coadd.columns.names}
+    loglam = column(coadd, "loglam", "COADD", path)
+    flux = column(coadd, "flux", "COADD", path, np.float32)
+    ivar = column(coadd, "ivar", "COADD", path, np.float32)
+    and_mask = column(coadd, "and_mask", "COADD", path, np.int64) if "and_mask" in present else np.zeros(loglam.shape, np.int64)
 
     primary = hdul[0].header
     specobj = table(hdul, "SPECOBJ", path) if "SPECOBJ" in hdu_names(hdul) else None
@@ -89,8 +89,8 @@ def _read_sdss(hdul, path, redshift=None, catalogue=None) -> Observation:
     meta = {"path": str(path), "ra": info.get("plug_ra", header_value(primary, "PLUG_RA", np.nan)),
             "dec": info.get("plug_dec", header_value(primary, "PLUG_DEC", np.nan))}
     meta.update({k: info[k] for k in ("z_err", "class", "subclass", "vdisp") if k in info})
-    if "wdisp" in map(str.lower, coadd.columns.names):
-        meta["wdisp"] = column(coadd, "wdisp", label, path)
+    if "wdisp" in present:
+        meta["wdisp"] = column(coadd, "wdisp", "COADD", path)
     obs = Observation(
         id=name, format="sdss", wave=10.0**loglam, flux=flux[None], ivar=ivar[None], bad=(and_mask != 0)[None],
         redshift=resolve_redshift(name, info.get("z", np.nan), redshift, catalogue, n_spectra=1), meta=meta,
