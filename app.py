@@ -1,0 +1,11 @@
+"""`panel serve app.py [--args <bundle>]` — the galaxy explorer dashboard.
+
+The bundle: `--args <bundle>`, else $GALAXY_EXPLORER_BUNDLE, else data/bundles/demo (built by
+`python -m precompute build`); without one the page says how to build it.
+"""
+import panel as pn
+
+from explorer.layout import create_app
+
+if pn.state.served:
+    create_app().servable()

@@ -1,0 +1,8 @@
+"""The galaxy explorer dashboard: `panel serve app.py` (see explorer.layout.create_app).
+
+Views read the bundle through explorer.data (loaded once per server process) and follow one per-session
+explorer.state.SelectionState. Nothing here imports torch.
+"""
+import holoviews as hv
+
+hv.extension("bokeh", logo=False)

@@ -1,0 +1,49 @@
+"""Colour maps: perceptually uniform for numbers (viridis / colorcet), a {category: colour} dict for categories.
+
+Categories get an explicit dict rather than a colour list, so every view (and HoloViews' linked selections,
+which mis-assign list colours) shows the same category in the same colour.
+"""
+from __future__ import annotations
+
+import colorcet as cc
+import numpy as np
+import pandas as pd
+
+PROPERTY_CMAP = "viridis"
+HITS_CMAP = cc.CET_L17  # white → orange → dark purple: empty nodes fade into the page
+UMATRIX_CMAP = cc.CET_L1[::-1]  # white → black: cluster borders (large distances) dark
+SELECTION_COLOUR = "#e6194b"
+EMPTY_COLOUR = "#eeeeee"
+# Astronomers read morphology along the Hubble sequence: keep its order, red early types to blue late types.
+ORDERED_CATEGORIES = {"morphology": ("E", "S0", "Sa", "Sb", "Sc", "Sd", "Irr", "BCD")}
+FIXED = {
+    "morphology": dict(zip(ORDERED_CATEGORIES["morphology"],
+                           ("#b2182b", "#d6604d", "#f4a582", "#92c5de", "#4393c3", "#2166ac", "#5aae61", "#762a83"))),
+    "quenched": {"True": "#d6604d", "False": "#4393c3"},
+    "split": {"train": "#4d4d4d", "val": "#e08214"},
+}
+
+
+def as_categories(values: pd.Series) -> pd.Series:
+    """Categorical values as strings (booleans become 'True' / 'False'; missing becomes 'n/a')."""
+    return values.astype("string").fillna("n/a").astype(str)
+
+
+def category_colours(column: str, values: pd.Series) -> dict[str, str]:
+    """{category: colour} for every category present, stable across sessions."""
+    categories = as_categories(values)
+    order = ORDERED_CATEGORIES.get(column)
+    present = sorted(set(categories), key=lambda c: (order.index(c) if order and c in order else len(order or ()), c))
+    fixed = FIXED.get(column, {})
+    palette = iter(c for c in cc.b_glasbey_category10 if c not in fixed.values())
+    return {c: fixed.get(c) or next(palette) for c in present}
+
+
+def finite_range(values) -> tuple[float, float]:
+    """Colour limits robust to outliers: the 1st–99th percentile of the finite values."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(values, [1, 99])
+    return (float(lo), float(hi)) if hi > lo else (float(lo) - 0.5, float(lo) + 0.5)

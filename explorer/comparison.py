@@ -1,0 +1,68 @@
+"""Population comparison (seed 000): pin a selection as A, select B, compare their 10-NN distance distributions
+in the chosen embedding with a two-sample Kolmogorov–Smirnov test.
+
+A galaxy's 10-NN distance is its mean distance to its 10 nearest training galaxies: populations that sit in
+equally dense parts of the embedding have the same distribution.
+"""
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+from scipy import stats
+
+from explorer.data import ExplorerData
+from explorer.state import SelectionState
+
+K = 10
+
+
+def knn_distances(data: ExplorerData, embedding: str, galaxies: np.ndarray, k: int = K) -> np.ndarray:
+    distance = data.knn_distance(embedding)
+    return np.asarray(distance[galaxies, : min(k, distance.shape[1])], float).mean(axis=1)
+
+
+def compare(data: ExplorerData, embedding: str, a: np.ndarray, b: np.ndarray, k: int = K) -> dict:
+    """KS statistic and p-value of the two populations' k-NN distances (NaN when either has < 2 galaxies)."""
+    da, db = knn_distances(data, embedding, a, k), knn_distances(data, embedding, b, k)
+    if len(da) < 2 or len(db) < 2:
+        return {"a": da, "b": db, "statistic": np.nan, "pvalue": np.nan}
+    result = stats.ks_2samp(da, db)
+    return {"a": da, "b": db, "statistic": float(result.statistic), "pvalue": float(result.pvalue)}
+
+
+def comparison_plot(result: dict, embedding: str) -> hv.Overlay:
+    both = np.concatenate([result["a"], result["b"]])
+    edges = np.histogram_bin_edges(both, bins=20) if both.size else np.linspace(0, 1, 21)
+    kx = hv.Dimension("d", label=f"mean distance to {K} nearest neighbours ({embedding})")
+    overlay = hv.Overlay()
+    for key, colour, name in (("a", "#1b9e77", "A (pinned)"), ("b", "#d95f02", "B (current selection)")):
+        counts, _ = np.histogram(result[key], bins=edges, density=True)
+        overlay *= hv.Histogram((edges, counts), kdims=[kx], vdims=["density"], label=f"{name}: {len(result[key])}").opts(
+            fill_color=colour, fill_alpha=0.3, line_color=colour, line_width=1.5)
+    title = (f"KS D = {result['statistic']:.3f}, p = {result['pvalue']:.3g}" if np.isfinite(result["statistic"])
+             else "KS test needs at least 2 galaxies in A and in B")
+    return overlay.opts(hv.opts.Overlay(title=title, responsive=True, min_height=300, legend_position="top_right"))
+
+
+class Comparison:
+    def __init__(self, data: ExplorerData, state: SelectionState):
+        self.data, self.state = data, state
+        self.pin = pn.widgets.Button(name="Pin selection as A", button_type="primary", button_style="outline")
+        self.pin.on_click(lambda _: state.pin())
+        self.summary = pn.pane.Markdown("", css_classes=["comparison-summary"])
+        self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=300)
+        self.view = pn.Column(self.pin, self.summary, self.plot, sizing_mode="stretch_width", name="comparison")
+        state.param.watch(self.render, ["pinned", "galaxies", "embedding"])
+        self.render()
+
+    def render(self, *_) -> None:
+        if self.state.pinned is None or not self.state.embedding:
+            self.summary.object = ("Select a population and pin it as **A**, then select **B**: their "
+                                   f"{K}-NN distance distributions are compared with a KS test.")
+            self.plot.object = None
+            return
+        result = compare(self.data, self.state.embedding, self.state.pinned, self.state.selected)
+        self.summary.object = (f"**A**: {len(result['a']):,} galaxies ({self.state.pinned_how}) · "
+                               f"**B**: {len(result['b']):,} galaxies ({self.state.how})")
+        self.plot.object = comparison_plot(result, self.state.embedding)

@@ -1,0 +1,234 @@
+"""The bundle as the dashboard reads it: loaded once per server process and shared by every session.
+
+Per-session state lives in explorer.state; everything here is read-only after loading, so sessions can share it.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from explorer.colours import as_categories
+from precompute.bundle import Bundle, BundleError
+from precompute.synthetic_bundle import register_schema_sections
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "data" / "bundles" / "demo"
+BUNDLE_ENV = "GALAXY_EXPLORER_BUNDLE"
+
+# Axis / legend labels with units for the documented columns; anything else shows its column name.
+LABELS = {
+    "log_mstar": "Stellar mass [log₁₀ M☉]",
+    "bt": "Bulge-to-total (r)",
+    "log_age_lw": "Light-weighted age [log₁₀ yr]",
+    "log_age_mw": "Mass-weighted age [log₁₀ yr]",
+    "logz_lw": "Light-weighted metallicity [log₁₀ Z/Z☉]",
+    "logz_mw": "Mass-weighted metallicity [log₁₀ Z/Z☉]",
+    "log_sfr": "SFR (100 Myr) [log₁₀ M☉ yr⁻¹]",
+    "log_ssfr": "Specific SFR [log₁₀ yr⁻¹]",
+    "ew_halpha": "EW(Hα) emission [Å]",
+    "d4000": "D4000 (narrow)",
+    "log_nii_ha": "log [NII]6583/Hα",
+    "log_oiii_hb": "log [OIII]5007/Hβ",
+    "inclination_deg": "Inclination [deg]",
+    "ellipticity": "Ellipticity 1 − b/a",
+    "pa_deg": "Position angle [deg]",
+    "re_arcsec": "Half-light radius [arcsec]",
+    "re_kpc": "Half-light radius [kpc]",
+    "av": "A_V [mag]",
+    "vrot_kms": "Rotation velocity [km s⁻¹]",
+    "sigma_kms": "Velocity dispersion [km s⁻¹]",
+    "velocity_kms": "Line-of-sight velocity [km s⁻¹]",
+    "redshift": "Redshift z",
+    "ra": "RA [deg]",
+    "dec": "Dec [deg]",
+    "n_bins": "Binned spectra",
+    "radius_re": "Radius [R_e]",
+    "x_arcsec": "x [arcsec]",
+    "y_arcsec": "y [arcsec]",
+    "snr": "S/N per bin",
+    "n_spaxels": "Spaxels per bin",
+    "desom1_qe": "DESOM-1 quantization error",
+    "anomaly_score": "Anomaly score",
+}
+# Columns worth showing first in tooltips and the selection table.
+KEY_COLUMNS = ("morphology", "log_mstar", "log_ssfr", "log_age_lw", "ew_halpha", "redshift", "bpt_class")
+# Columns that identify rather than describe: never offered as "colour by".
+NOT_PROPERTIES = {"galaxy_id", "source", "thumbnail", "galaxy_index", "bin_id", "desom1_node", "desom2_node"}
+MAX_CATEGORIES = 20  # more distinct values than this is an identifier, not a category
+HOVER_THUMBNAILS_UP_TO = 3000  # inline thumbnails in hover payloads only for small surveys
+
+
+def label(column: str) -> str:
+    return LABELS.get(column, column.replace("_", " "))
+
+
+def resolve_bundle_path(argv: list[str] | None = None, environ: dict | None = None) -> Path:
+    """`--args <bundle>` (panel serve puts it in sys.argv), else $GALAXY_EXPLORER_BUNDLE, else the demo bundle."""
+    argv = sys.argv[1:] if argv is None else argv
+    environ = os.environ if environ is None else environ
+    if argv:
+        return Path(argv[0])
+    if environ.get(BUNDLE_ENV):
+        return Path(environ[BUNDLE_ENV])
+    return DEFAULT_BUNDLE
+
+
+class ExplorerData:
+    """Read-only view of a bundle with the indexes the linked views need (galaxy ↔ spectra ↔ SOM nodes)."""
+
+    def __init__(self, path: str | os.PathLike):
+        register_schema_sections()
+        self.bundle = Bundle(path)
+        self.path = self.bundle.path
+        galaxies = self.bundle.galaxies.reset_index(drop=True)
+        self.bins = self.bundle.bins
+        if len(galaxies) == 0:
+            raise BundleError(f"{self.path}: galaxies.parquet has no rows")
+        self.n_galaxies, self.n_bins = len(galaxies), len(self.bins)
+        self.bin_galaxy = self.bins["galaxy_index"].to_numpy(np.int64)
+        if self.n_bins and (self.bin_galaxy.min() < 0 or self.bin_galaxy.max() >= self.n_galaxies):
+            raise BundleError(f"{self.path}: bins.parquet galaxy_index outside 0..{self.n_galaxies - 1}")
+        self.index_of = pd.Series(np.arange(self.n_galaxies), index=galaxies["galaxy_id"])
+
+        self.desom1 = self.bundle.json("desom1/grid.json") if self.bundle.has("desom1") else None
+        self.bin_node = self.bins["desom1_node"].to_numpy(np.int64) if self.desom1 else None
+        self.desom2 = self.bundle.json("desom2/grid.json") if self.bundle.has("desom2") else None
+        self.galaxy_node2 = galaxies["desom2_node"].to_numpy(np.int64) if self.desom2 else None
+        self.embeddings: dict = self.bundle.json("embeddings/index.json") if self.bundle.has("embeddings") else {}
+        self.galaxies = self._with_derived_columns(galaxies)
+        self._node_statistics: dict = {}
+
+    # -- columns -------------------------------------------------------------------------------------------------
+    def _with_derived_columns(self, galaxies: pd.DataFrame) -> pd.DataFrame:
+        """Add "k-NN agreement" between the first two embeddings: the share of common 10 nearest neighbours."""
+        names = list(self.embeddings)
+        if len(names) >= 2:
+            a, b = (self.knn(name)[:, :10] for name in names[:2])
+            shared = (a[:, :, None] == b[:, None, :]).any(axis=2).sum(axis=1)
+            column = f"knn_agreement_{names[0]}_{names[1]}"
+            LABELS.setdefault(column, f"10-NN agreement, {names[0]} vs {names[1]}")
+            galaxies = galaxies.assign(**{column: shared / a.shape[1]})
+        return galaxies
+
+    @cached_property
+    def colour_columns(self) -> dict[str, str]:
+        """Galaxy columns one can colour by: {column: 'numeric' | 'categorical'}."""
+        kinds = {}
+        for column in self.galaxies.columns:
+            if column in NOT_PROPERTIES:
+                continue
+            kind = column_kind(self.galaxies[column])
+            if kind:
+                kinds[column] = kind
+        return kinds
+
+    @cached_property
+    def numeric_bin_columns(self) -> list[str]:
+        return [c for c in self.bins.columns if c not in NOT_PROPERTIES and column_kind(self.bins[c]) == "numeric"]
+
+    def default_colour(self) -> str:
+        for column in ("log_ssfr", "log_mstar", "morphology"):
+            if column in self.colour_columns:
+                return column
+        return next(iter(self.colour_columns), "split")
+
+    # -- galaxies ↔ spectra ↔ nodes --------------------------------------------------------------------------------
+    def galaxy_mask(self, galaxies: np.ndarray) -> np.ndarray:
+        mask = np.zeros(self.n_galaxies, bool)
+        mask[galaxies] = True
+        return mask
+
+    def spectra_of(self, galaxies: np.ndarray) -> np.ndarray:
+        """Indices s of the binned spectra of the given galaxies."""
+        return np.flatnonzero(self.galaxy_mask(galaxies)[self.bin_galaxy])
+
+    def galaxies_of(self, spectra: np.ndarray) -> np.ndarray:
+        return np.unique(self.bin_galaxy[spectra])
+
+    def spectra_in_nodes(self, nodes) -> np.ndarray:
+        if self.bin_node is None:
+            return np.zeros(0, np.int64)
+        mask = np.zeros(self.desom1["rows"] * self.desom1["cols"], bool)
+        mask[list(nodes)] = True
+        return np.flatnonzero(mask[self.bin_node])
+
+    def galaxies_in_nodes2(self, nodes) -> np.ndarray:
+        if self.galaxy_node2 is None:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(np.isin(self.galaxy_node2, list(nodes)))
+
+    def node_hits(self, spectra: np.ndarray) -> np.ndarray:
+        """Binned spectra per DESOM-1 node among `spectra`."""
+        return np.bincount(self.bin_node[spectra], minlength=self.desom1["rows"] * self.desom1["cols"])
+
+    def node_statistic(self, column: str, level: str = "desom1") -> np.ndarray:
+        """Per node of DESOM-1 (over its binned spectra) or DESOM-2 (over its galaxies): the median of a numeric
+        galaxy column, or its most common category (as strings); NaN / None for empty nodes. Cached per process."""
+        key = (column, level)
+        if key not in self._node_statistics:
+            grid, node = (self.desom1, self.bin_node) if level == "desom1" else (self.desom2, self.galaxy_node2)
+            values = self.galaxies[column]
+            values = values.to_numpy()[self.bin_galaxy] if level == "desom1" else values.to_numpy()
+            frame = pd.DataFrame({"node": node, "value": values})
+            k = grid["rows"] * grid["cols"]
+            if self.colour_columns[column] == "numeric":
+                out = frame.groupby("node")["value"].median().reindex(range(k)).to_numpy(float)
+            else:
+                frame["value"] = as_categories(frame["value"])
+                out = frame.groupby("node")["value"].agg(lambda v: v.mode().iat[0]).reindex(range(k)).to_numpy(object)
+            self._node_statistics[key] = out
+        return self._node_statistics[key]
+
+    # -- embeddings ----------------------------------------------------------------------------------------------
+    def umap(self, name: str) -> np.ndarray:
+        return self.bundle.array(f"embeddings/{name}/umap")
+
+    def knn(self, name: str) -> np.ndarray:
+        return self.bundle.array(f"embeddings/{name}/knn")
+
+    def knn_distance(self, name: str) -> np.ndarray:
+        return self.bundle.array(f"embeddings/{name}/knn_distance")
+
+    # -- images --------------------------------------------------------------------------------------------------
+    def thumbnail_path(self, g: int) -> Path:
+        return self.path / self.galaxies["thumbnail"].iat[g]
+
+    @cached_property
+    def hover_thumbnails(self) -> list[str] | None:
+        """PNG data URIs for hover tooltips; None for large surveys (their payload would be too heavy)."""
+        if self.n_galaxies > HOVER_THUMBNAILS_UP_TO:
+            return None
+        return [thumbnail_uri(self.thumbnail_path(g)) for g in range(self.n_galaxies)]
+
+    @property
+    def description(self) -> str:
+        m = self.bundle.manifest
+        return (f"{self.n_galaxies:,} galaxies · {self.n_bins:,} binned spectra · bundle `{m['bundle_id']}` · "
+                f"config `{m['config_hash']}`")
+
+
+def column_kind(series: pd.Series) -> str | None:
+    if pd.api.types.is_bool_dtype(series):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric" if series.notna().any() else None
+    if series.nunique() <= MAX_CATEGORIES:
+        return "categorical"
+    return None
+
+
+@lru_cache(maxsize=20_000)
+def thumbnail_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+@pn.cache(max_items=4)
+def load_data(path: str) -> ExplorerData:
+    """One ExplorerData per bundle path per server process (pn.cache), shared by all sessions."""
+    return ExplorerData(path)

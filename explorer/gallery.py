@@ -1,0 +1,192 @@
+"""Galaxy images: a paged gallery of the selection, and the detail view of one galaxy — gri image, the DESOM-1
+node of every Voronoi bin (where in the galaxy each spectral type sits), its fingerprint and its nearest
+neighbours in the chosen embedding.
+"""
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+
+from explorer.data import KEY_COLUMNS, ExplorerData, label
+from explorer.state import SelectionState
+
+PER_PAGE = 12
+N_NEIGHBOURS = 6
+# Corners of the 2-D colour key of SOM nodes: neighbouring nodes get similar colours on the galaxy map.
+CORNERS = np.array([[0.85, 0.15, 0.15], [0.95, 0.75, 0.1], [0.15, 0.35, 0.85], [0.1, 0.7, 0.45]])
+
+
+def gallery_page(galaxies: np.ndarray, page: int, per_page: int = PER_PAGE) -> np.ndarray:
+    """Galaxies on `page` (0-based), clipped to the last page."""
+    n_pages = max(1, -(-len(galaxies) // per_page))
+    page = min(max(page, 0), n_pages - 1)
+    return galaxies[page * per_page: (page + 1) * per_page]
+
+
+def node_colours(grid: dict) -> np.ndarray:
+    """RGB in [0, 1] for every node k: bilinear blend of four corner colours over (row, col)."""
+    row, col = np.divmod(np.arange(grid["rows"] * grid["cols"]), grid["cols"])
+    u = (row / max(grid["rows"] - 1, 1))[:, None]
+    v = (col / max(grid["cols"] - 1, 1))[:, None]
+    return (1 - u) * (1 - v) * CORNERS[0] + (1 - u) * v * CORNERS[1] + u * (1 - v) * CORNERS[2] + u * v * CORNERS[3]
+
+
+def bin_node_image(data: ExplorerData, g: int, highlight=()) -> np.ndarray:
+    """[ny, nx, 3] image: each spaxel in the colour of its bin's DESOM-1 node, white outside the bins.
+    Bins in `highlight` nodes keep full colour while the others fade, so a brushed node lights up its bins."""
+    spaxel_bins = data.bundle.arrays("spaxel_bins")[data.galaxies["galaxy_id"].iat[g]]
+    spectra = data.spectra_of(np.array([g]))
+    lookup = np.full(int(data.bins["bin_id"].to_numpy()[spectra].max()) + 2 if spectra.size else 1, -1)
+    lookup[data.bins["bin_id"].to_numpy()[spectra]] = data.bin_node[spectra]
+    nodes = np.where(spaxel_bins >= 0, lookup[np.clip(spaxel_bins, 0, None)], -1)
+    colours = node_colours(data.desom1)
+    image = np.where((nodes >= 0)[..., None], colours[np.clip(nodes, 0, None)], 1.0)
+    if len(highlight):
+        faded = (nodes >= 0) & ~np.isin(nodes, list(highlight))
+        image[faded] = 0.2 * image[faded] + 0.8
+    return image
+
+
+def bin_map_plot(data: ExplorerData, g: int, highlight=()) -> hv.RGB:
+    image = bin_node_image(data, g, highlight)
+    ny, nx = image.shape[:2]
+    pixel = 0.5  # arcsec per spaxel as in MaNGA; the bins' own centroids carry the real scale
+    bounds = (-nx * pixel / 2, -ny * pixel / 2, nx * pixel / 2, ny * pixel / 2)
+    extra = f" — node{'s' if len(highlight) > 1 else ''} brushed" if len(highlight) else ""
+    return hv.RGB(image[::-1], bounds=bounds, kdims=["x [arcsec]", "y [arcsec]"]).opts(
+        title=f"DESOM-1 node of each bin{extra}", frame_width=200, frame_height=200, tools=["hover"])
+
+
+def som_colour_key(grid: dict) -> hv.RGB:
+    colours = node_colours(grid).reshape(grid["rows"], grid["cols"], 3)
+    return hv.RGB(colours[::-1], bounds=(0, 0, grid["cols"], grid["rows"]), kdims=["SOM column", "SOM row"]).opts(
+        title="colour key", frame_width=90, frame_height=90, xaxis=None, yaxis=None, toolbar=None)
+
+
+def fingerprint_plot(data: ExplorerData, g: int) -> hv.Image:
+    fingerprint = np.asarray(data.bundle.array("fingerprints/fingerprints")[g], float)
+    rows, cols = fingerprint.shape
+    return hv.Image(fingerprint[::-1], bounds=(0, 0, cols, rows), kdims=["SOM column", "SOM row"],
+                    vdims=[hv.Dimension("f", label="fingerprint (0–1)")]).opts(
+        cmap="viridis", title="Fingerprint on DESOM-1", frame_width=150, frame_height=150, colorbar=False,
+        xaxis=None, yaxis=None, tools=["hover"])
+
+
+def neighbours(data: ExplorerData, embedding: str, g: int, k: int = N_NEIGHBOURS) -> list[tuple[int, float]]:
+    """The k nearest training galaxies of g in `embedding` (indices g and distances), nearest first."""
+    return [(int(j), float(d)) for j, d in zip(data.knn(embedding)[g, :k], data.knn_distance(embedding)[g, :k])]
+
+
+def galaxy_summary(data: ExplorerData, g: int) -> str:
+    row = data.galaxies.iloc[g]
+    parts = []
+    for column in KEY_COLUMNS:
+        if column in row:
+            value = row[column]
+            parts.append(f"{label(column)}: **{value:.2f}**" if isinstance(value, float) else f"{label(column)}: **{value}**")
+    return f"### {row['galaxy_id']} ({row['split']})\n" + " · ".join(parts)
+
+
+class _Card:
+    """A thumbnail with a button under it that opens the galaxy in the detail view; reused across pages."""
+
+    def __init__(self, state: SelectionState, size: int):
+        self.state, self.g = state, None
+        self.image = pn.pane.PNG(None, width=size, height=size, margin=2)
+        self.button = pn.widgets.Button(name="", button_type="light", width=size, height=28, margin=2,
+                                        css_classes=["gallery-id"])
+        self.button.on_click(lambda _: self.g is not None and setattr(self.state, "focus", self.g))
+        self.caption = pn.pane.Str("", styles={"font-size": "10px", "color": "#666"}, margin=0)
+        self.view = pn.Column(self.image, self.button, self.caption, margin=4, css_classes=["gallery-card"])
+
+    def show(self, data: ExplorerData, g: int | None, caption: str = "") -> None:
+        self.g = g
+        self.view.visible = g is not None
+        if g is not None:
+            self.image.object = str(data.thumbnail_path(g))
+            self.button.name = data.galaxies["galaxy_id"].iat[g]
+            self.caption.object = caption
+
+
+class Gallery:
+    """Paged thumbnails of the selection; clicking one opens it in the galaxy detail view."""
+
+    def __init__(self, data: ExplorerData, state: SelectionState):
+        self.data, self.state, self.page = data, state, 0
+        self.cards = [_Card(state, 84) for _ in range(PER_PAGE)]
+        self.header = pn.pane.Markdown("", margin=(0, 8), css_classes=["gallery-header"])
+        self.previous = pn.widgets.Button(name="◀", width=40, button_type="light")
+        self.next = pn.widgets.Button(name="▶", width=40, button_type="light")
+        self.previous.on_click(lambda _: self.turn(-1))
+        self.next.on_click(lambda _: self.turn(+1))
+        self.view = pn.Column(pn.Row(self.previous, self.next, self.header),
+                              pn.FlexBox(*(c.view for c in self.cards)), sizing_mode="stretch_width",
+                              name="gallery")
+        state.param.watch(self._reset, ["galaxies"])
+        self.render()
+
+    def _reset(self, *_):
+        self.page = 0
+        self.render()
+
+    def turn(self, step: int) -> None:
+        self.page += step
+        self.render()
+
+    def render(self) -> None:
+        chosen = self.state.selected
+        n_pages = max(1, -(-len(chosen) // PER_PAGE))
+        self.page = min(max(self.page, 0), n_pages - 1)
+        shown = gallery_page(chosen, self.page)
+        for i, card in enumerate(self.cards):
+            card.show(self.data, int(shown[i]) if i < len(shown) else None)
+        self.header.object = f"**{len(chosen):,} galaxies** in the selection — page {self.page + 1} of {n_pages}"
+
+
+class GalaxyDetail:
+    """One galaxy in depth: image, bin → node map (lit up by brushed nodes), fingerprint, nearest neighbours."""
+
+    def __init__(self, data: ExplorerData, state: SelectionState):
+        self.data, self.state = data, state
+        self.summary = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["galaxy-summary"])
+        self.image = pn.pane.PNG(None, width=200, height=200)
+        plots = []
+        if data.desom1:
+            plots.append(hv.DynamicMap(pn.bind(self._bin_map, focus=state.param.focus, nodes=state.param.nodes)))
+            plots.append(som_colour_key(data.desom1))
+        if data.bundle.has("fingerprints"):
+            plots.append(hv.DynamicMap(pn.bind(self._fingerprint, focus=state.param.focus)))
+        self.maps = pn.pane.HoloViews(hv.Layout(plots).opts(shared_axes=False) if plots else None)
+        self.neighbour_cards = [_Card(state, 72) for _ in range(N_NEIGHBOURS)]
+        self.neighbour_title = pn.pane.Markdown("")
+        self.view = pn.Column(
+            self.summary,
+            pn.Row(self.image, self.maps),
+            self.neighbour_title,
+            pn.FlexBox(*(c.view for c in self.neighbour_cards)),
+            sizing_mode="stretch_width", name="galaxy-detail",
+        )
+        state.param.watch(self.render, ["focus", "embedding"])
+        self.render()
+
+    @property
+    def galaxy(self) -> int:
+        return self.state.focus if self.state.focus is not None else 0
+
+    def _bin_map(self, focus, nodes):
+        return bin_map_plot(self.data, self.galaxy, nodes)
+
+    def _fingerprint(self, focus):
+        return fingerprint_plot(self.data, self.galaxy)
+
+    def render(self, *_) -> None:
+        g, data = self.galaxy, self.data
+        self.summary.object = galaxy_summary(data, g)
+        self.image.object = str(data.thumbnail_path(g))
+        embedding = self.state.embedding
+        near = neighbours(data, embedding, g) if embedding else []
+        self.neighbour_title.object = (f"**Nearest neighbours in the {embedding} embedding** (distance)"
+                                       if near else "")
+        for i, card in enumerate(self.neighbour_cards):
+            card.show(data, near[i][0] if i < len(near) else None, f"d = {near[i][1]:.3f}" if i < len(near) else "")

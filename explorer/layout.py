@@ -1,0 +1,135 @@
+"""The page: controls in the sidebar, linked views in the main area. `create_app()` builds one per session."""
+from __future__ import annotations
+
+import panel as pn
+
+from explorer.comparison import Comparison
+from explorer.data import ExplorerData, label, load_data, resolve_bundle_path
+from explorer.gallery import Gallery, GalaxyDetail
+from explorer.prototype_spectra import PrototypeSpectra
+from explorer.samp import samp_button
+from explorer.scatter import GalaxyScatter, SpectraScatter
+from explorer.selection_table import SelectionTable
+from explorer.som_grid import SomGrids
+from explorer.state import SelectionState
+from precompute.bundle import BundleError
+
+TITLE = "Galaxy explorer"
+ACCENT = "#1f4e79"
+CSS = """
+.gallery-card { border: 1px solid #e5e5e5; border-radius: 4px; }
+.selection-count p { font-size: 15px; margin: 4px 0; }
+"""
+
+
+def colour_options(data: ExplorerData) -> dict[str, str]:
+    """{shown name: column}, numeric properties first, then categories."""
+    kinds = data.colour_columns
+    numeric = {label(c): c for c, kind in kinds.items() if kind == "numeric"}
+    categorical = {f"{label(c)} (category)": c for c, kind in kinds.items() if kind == "categorical"}
+    return {**numeric, **categorical}
+
+
+class Dashboard:
+    """Every view of one session, wired to one SelectionState."""
+
+    def __init__(self, data: ExplorerData):
+        self.data = data
+        self.state = SelectionState(data)
+        state = self.state
+        self.colour_by = pn.widgets.Select(name="Colour by", options=colour_options(data), value=state.colour_by)
+        self.colour_by.link(state, value="colour_by")
+        self.embedding = pn.widgets.Select(name="Embedding", options=list(data.embeddings), value=state.embedding,
+                                           visible=bool(data.embeddings))
+        self.embedding.link(state, value="embedding")
+        self.clear = pn.widgets.Button(name="Clear selection", button_type="warning", button_style="outline")
+        self.clear.on_click(lambda _: state.clear())
+
+        self.scatter = GalaxyScatter(data, state) if data.embeddings else None
+        self.spectra = SpectraScatter(data, state) if data.numeric_bin_columns else None
+        self.som = SomGrids(data, state) if data.desom1 or data.desom2 else None
+        self.prototypes = PrototypeSpectra(data, state) if data.desom1 else None
+        self.gallery = Gallery(data, state)
+        self.detail = GalaxyDetail(data, state)
+        self.table = SelectionTable(data, state)
+        self.comparison = Comparison(data, state) if data.embeddings else None
+        self.samp = samp_button(data, state)
+
+    def sidebar(self) -> list:
+        items = [
+            pn.pane.Markdown(f"**Bundle** `{self.data.path.name}`\n\n{self.data.description}",
+                             styles={"font-size": "12px"}),
+            self.embedding, self.colour_by, self.clear,
+            pn.pane.Markdown(pn.bind(lambda galaxies, how: f"**{len(self.state.selected):,} galaxies** — {how}",
+                                     self.state.param.galaxies, self.state.param.how)),
+            pn.pane.Markdown("Box or lasso select galaxies on the scatter, tap or box-select SOM nodes, or pick "
+                             "spectra in the spectra plane: every view follows the selection.",
+                             styles={"font-size": "12px", "color": "#555"}),
+        ]
+        return items + ([self.samp] if self.samp else [])
+
+    def main(self) -> list:
+        maps = []
+        if self.scatter:
+            maps.append(("Galaxies", self.scatter.pane))
+        if self.spectra:
+            maps.append(("Binned spectra", self.spectra.view))
+        top = [pn.Card(pn.Tabs(*maps, dynamic=True), title="Maps of the survey", collapsible=False,
+                       sizing_mode="stretch_both", min_height=500, min_width=500)] if maps else []
+        if self.som and self.som.view is not None:
+            top.append(pn.Card(self.som.view, title="Self-organising maps", collapsible=False,
+                               sizing_mode="stretch_height", min_width=420))
+        rows = [pn.Row(*top, sizing_mode="stretch_width")] if top else []
+        if self.prototypes:
+            rows.append(pn.Card(self.prototypes.view, title="Spectral types (DESOM-1 nodes)", collapsible=False,
+                                sizing_mode="stretch_width"))
+        rows.append(pn.Row(
+            pn.Card(pn.Tabs(("Gallery", self.gallery.view), ("Galaxy detail", self.detail.view), dynamic=True),
+                    title="Galaxy images", collapsible=False, sizing_mode="stretch_width"),
+            pn.Card(self.table.view, title="Selection", collapsible=False, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        ))
+        if self.comparison:
+            rows.append(pn.Card(self.comparison.view, title="Population comparison (10-NN distances, KS test)",
+                                collapsible=False, sizing_mode="stretch_width"))
+        return rows
+
+
+def missing_bundle_page(path, error: str) -> pn.template.FastListTemplate:
+    text = f"""
+## No bundle to explore
+
+The dashboard reads a **bundle** (see `docs/bundle-schema.md`), and none could be opened:
+
+```
+{error}
+```
+
+Build the demo bundle from the embedded mock survey (a few minutes on a laptop), then reload this page:
+
+```
+python -m precompute build --out {path}
+```
+
+or point the dashboard at another bundle: `panel serve app.py --args <bundle>` or
+`GALAXY_EXPLORER_BUNDLE=<bundle> panel serve app.py`.
+"""
+    return pn.template.FastListTemplate(title=TITLE, main=[pn.pane.Markdown(text, name="no-bundle")],
+                                        accent=ACCENT)
+
+
+def create_app(path=None):
+    """One page per browser session: the bundle is shared (loaded once per process), the selection is not."""
+    pn.extension("tabulator", raw_css=[CSS], notifications=False)
+    path = resolve_bundle_path() if path is None else path
+    try:
+        data = load_data(str(path))
+    except BundleError as err:
+        return missing_bundle_page(path, str(err))
+    dashboard = Dashboard(data)
+    template = pn.template.FastListTemplate(
+        title=TITLE, sidebar=dashboard.sidebar(), main=dashboard.main(), accent=ACCENT,
+        sidebar_width=280, main_layout=None,
+    )
+    template.dashboard = dashboard  # tests and the benchmark reach the session's state through it
+    return template

@@ -1,0 +1,161 @@
+"""Galaxy scatter (UMAP of an embedding) and spectra scatter (one point per binned spectrum, datashaded when many).
+
+The base plot is rebuilt only when the embedding or the colour changes; the selection is a separate overlay
+that follows the state, so a selection change ships only the selected points to the browser.
+"""
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+from bokeh.models import HoverTool
+from holoviews.operation.datashader import dynspread, rasterize
+
+from explorer.colours import PROPERTY_CMAP, SELECTION_COLOUR, as_categories, category_colours, finite_range
+from explorer.data import KEY_COLUMNS, ExplorerData, label
+from explorer.state import SelectionState
+
+MARKERS = {"train": "circle", "val": "star"}  # seed 000: training circles, validation stars
+DATASHADE_ABOVE = 20_000  # spectra scatter: plain points up to this many, datashader beyond
+
+
+def galaxy_frame(data: ExplorerData, embedding: str, colour_by: str) -> pd.DataFrame:
+    """One row per galaxy (row g): UMAP coordinates, the colour column, hover columns."""
+    xy = np.asarray(data.umap(embedding))
+    galaxies = data.galaxies
+    frame = pd.DataFrame({"umap_1": xy[:, 0], "umap_2": xy[:, 1], "galaxy_id": galaxies["galaxy_id"].to_numpy(),
+                          "split": galaxies["split"].astype(str).to_numpy()})
+    for column in KEY_COLUMNS:
+        if column in galaxies:
+            frame[column] = galaxies[column].to_numpy()
+    kind = data.colour_columns.get(colour_by)
+    if kind == "categorical":
+        frame["colour"] = as_categories(galaxies[colour_by]).to_numpy()
+    elif kind == "numeric":
+        frame["colour"] = galaxies[colour_by].to_numpy(float)
+    else:
+        raise KeyError(f"cannot colour by {colour_by!r}: not a galaxy property of {data.path}")
+    if data.hover_thumbnails is not None:
+        frame["thumb"] = data.hover_thumbnails
+    return frame
+
+
+def _tooltip(frame: pd.DataFrame, colour_by: str) -> HoverTool:
+    image = '<img src="@thumb" width="80" height="80" style="float:left;margin:0 8px 4px 0">' if "thumb" in frame else ""
+    rows = "".join(f"<div>{label(c)}: <b>@{{{c}}}{{0.00}}</b></div>" if pd.api.types.is_float_dtype(frame[c])
+                   else f"<div>{label(c)}: <b>@{{{c}}}</b></div>" for c in KEY_COLUMNS if c in frame)
+    colour = f"<div>{label(colour_by)}: <b>@colour</b></div>" if colour_by not in KEY_COLUMNS else ""
+    html = (f'<div class="galaxy-tooltip" style="max-width:300px">{image}'
+            f'<div style="font-size:13px"><b>@galaxy_id</b> <span style="color:#777">(@split)</span></div>'
+            f'<div style="font-size:11px">{rows}{colour}</div></div>')
+    return HoverTool(tooltips=html)
+
+
+def galaxy_points(data: ExplorerData, embedding: str, colour_by: str) -> hv.Points:
+    """The scatter of every galaxy in `embedding`'s UMAP, coloured by `colour_by`."""
+    frame = galaxy_frame(data, embedding, colour_by)
+    vdims = [c for c in frame.columns if c not in ("umap_1", "umap_2")]
+    points = hv.Points(frame, kdims=["umap_1", "umap_2"], vdims=vdims)
+    if data.colour_columns[colour_by] == "categorical":
+        colour_opts = dict(cmap=category_colours(colour_by, data.galaxies[colour_by]), show_legend=True,
+                           legend_position="right", colorbar=False)
+    else:
+        colour_opts = dict(cmap=PROPERTY_CMAP, colorbar=True, clim=finite_range(frame["colour"]),
+                           colorbar_opts={"title": label(colour_by)})
+    size = max(3.0, min(9.0, 900 / np.sqrt(len(frame))))  # smaller points for bigger surveys
+    return points.opts(
+        color="colour", marker=hv.dim("split").categorize(MARKERS, default="circle"),
+        size=hv.dim("split").categorize({"train": size, "val": size * 1.6}, default=size),
+        line_color="white", line_width=0.3, alpha=0.9, nonselection_alpha=0.9, selection_alpha=0.9,
+        tools=[_tooltip(frame, colour_by), "box_select", "lasso_select"], active_tools=["box_select"],
+        xlabel=f"UMAP 1 ({embedding})", ylabel=f"UMAP 2 ({embedding})",
+        title=f"Galaxies in the {embedding} embedding — coloured by {label(colour_by)} (○ train, ☆ validation)",
+        responsive=True, min_height=420, show_grid=True, **colour_opts,
+    )
+
+
+def selection_rings(data: ExplorerData, embedding: str, galaxies: np.ndarray | None) -> hv.Points:
+    """Selected galaxies drawn as rings over the base scatter (nothing when the whole survey is selected)."""
+    xy = np.asarray(data.umap(embedding))
+    chosen = np.zeros(0, np.int64) if galaxies is None else np.asarray(galaxies)
+    return hv.Points((xy[chosen, 0], xy[chosen, 1]), kdims=["umap_1", "umap_2"]).opts(
+        marker="circle", size=11, fill_alpha=0, line_color=SELECTION_COLOUR, line_width=1.5, tools=[])
+
+
+class GalaxyScatter:
+    """The linked galaxy scatter: box / lasso selections go to the state, the state's selection is drawn."""
+
+    def __init__(self, data: ExplorerData, state: SelectionState):
+        self.data, self.state = data, state
+        self.pane = pn.pane.HoloViews(sizing_mode="stretch_both", min_height=420, name="galaxy-scatter")
+        self.rings = hv.DynamicMap(pn.bind(self._rings, galaxies=state.param.galaxies))
+        self._rebuild()
+        state.param.watch(self._rebuild, ["embedding", "colour_by"])
+
+    def _rings(self, galaxies):
+        return selection_rings(self.data, self.state.embedding, galaxies)
+
+    def _rebuild(self, *_):
+        base = galaxy_points(self.data, self.state.embedding, self.state.colour_by)
+        self.selection = hv.streams.Selection1D(source=base)
+        self.selection.param.watch(self._on_select, "index")
+        self.pane.object = (base * self.rings).opts(hv.opts.Overlay(responsive=True, min_height=420))
+
+    def _on_select(self, event) -> None:
+        if event.new:  # an empty event is a click on empty space: keep the selection (Clear resets it)
+            self.state.select_galaxies(event.new, how=f"box/lasso on the {self.state.embedding} UMAP")
+
+
+def spectra_plot(data: ExplorerData, x: str, y: str, spectra: np.ndarray | None):
+    """All binned spectra in the (x, y) plane of two bin properties, with `spectra` highlighted."""
+    for column in (x, y):
+        if column not in data.numeric_bin_columns:
+            raise KeyError(f"{column!r} is not a numeric column of {data.path}/bins.parquet")
+    kdims = [hv.Dimension(x, label=label(x)), hv.Dimension(y, label=label(y))]
+    everything = hv.Points(data.bins[[x, y]], kdims=kdims)
+    chosen = np.arange(data.n_bins) if spectra is None else spectra
+    picked = hv.Points(data.bins[[x, y]].iloc[chosen], kdims=kdims)
+    if data.n_bins > DATASHADE_ABOVE:
+        base = rasterize(everything).opts(cmap=["#d9d9d9", "#525252"], cnorm="eq_hist", tools=[])
+        top = dynspread(rasterize(picked).opts(cmap=[SELECTION_COLOUR], cnorm="eq_hist")) if spectra is not None else None
+    else:
+        base = everything.opts(color="#969696", size=3, alpha=0.4, tools=[])
+        top = picked.opts(color=SELECTION_COLOUR, size=3, alpha=0.8) if spectra is not None else None
+    plot = base if top is None else base * top
+    return plot.opts(hv.opts.Overlay(title=f"{data.n_bins:,} binned spectra — selection in red"))
+
+
+class SpectraScatter:
+    """Binned spectra in a plane of two properties; box-selecting spectra selects them and their galaxies."""
+
+    def __init__(self, data: ExplorerData, state: SelectionState):
+        self.data, self.state = data, state
+        columns = data.numeric_bin_columns
+        x = "radius_re" if "radius_re" in columns else columns[0]
+        y = "log_age_lw" if "log_age_lw" in columns else columns[min(1, len(columns) - 1)]
+        self.x = pn.widgets.Select(name="x", options=columns, value=x, width=180)
+        self.y = pn.widgets.Select(name="y", options=columns, value=y, width=180)
+        self.bounds = hv.streams.BoundsXY()  # Selection1D does not fire on datashaded plots (holoviews #6436)
+        self.bounds.param.watch(self._on_bounds, "bounds")
+        plot = hv.DynamicMap(pn.bind(self._plot, x=self.x, y=self.y, spectra=state.param.spectra,
+                                     galaxies=state.param.galaxies))
+        self.bounds.source = plot
+        self.pane = pn.pane.HoloViews(plot.opts(hv.opts.Points(tools=["box_select"]), hv.opts.Image(tools=["box_select"])),
+                                      sizing_mode="stretch_width", height=420)
+        self.view = pn.Column(pn.Row(self.x, self.y), self.pane, sizing_mode="stretch_width")
+
+    def _plot(self, x, y, spectra, galaxies):
+        chosen = None if galaxies is None and spectra is None else self.state.selected_spectra
+        return spectra_plot(self.data, x, y, chosen).opts(
+            hv.opts.Overlay(responsive=True, height=420, active_tools=["box_select"]))
+
+    def _on_bounds(self, event) -> None:
+        if event.new is None:
+            return
+        x0, y0, x1, y1 = event.new
+        xs, ys = self.data.bins[self.x.value].to_numpy(), self.data.bins[self.y.value].to_numpy()
+        inside = np.flatnonzero((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))
+        if inside.size:
+            self.state.select_spectra(inside, how=f"box on spectra: {self.x.value} ∈ [{x0:.3g}, {x1:.3g}], "
+                                                  f"{self.y.value} ∈ [{y0:.3g}, {y1:.3g}]")

@@ -1,0 +1,104 @@
+"""One selection state per browser session; every view is a function of (data, state).
+
+A selection is always a set of galaxies (indices `g`); when it was made on spectra (SOM nodes, the spectra
+scatter) it also keeps those spectra (indices `s`), so the SOM hit map shows exactly what was picked.
+"Nothing selected" means the whole survey.
+"""
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+import param
+
+from explorer.data import ExplorerData
+
+
+class SelectionState(param.Parameterized):
+    galaxies = param.Array(default=None, allow_None=True, doc="indices g of the selected galaxies; None = all")
+    spectra = param.Array(default=None, allow_None=True,
+                          doc="indices s of the selected binned spectra; None = all spectra of the galaxies")
+    nodes = param.List(default=[], item_type=int, doc="selected DESOM-1 nodes")
+    nodes2 = param.List(default=[], item_type=int, doc="selected DESOM-2 nodes")
+    how = param.String(default="whole survey", doc="how the selection was made, recorded in exports")
+    colour_by = param.String(default="", doc="galaxy column that colours the scatter and the SOM median map")
+    embedding = param.String(default="", doc="embedding shown in the galaxy scatter")
+    focus = param.Integer(default=None, allow_None=True, doc="galaxy g shown in the detail view")
+    pinned = param.Array(default=None, allow_None=True, doc="population A of the comparison")
+    pinned_how = param.String(default="")
+
+    def __init__(self, data: ExplorerData, **params):
+        params.setdefault("colour_by", data.default_colour())
+        params.setdefault("embedding", next(iter(data.embeddings), ""))
+        super().__init__(**params)
+        self.data = data
+
+    # -- what is selected --------------------------------------------------------------------------------------
+    @property
+    def selected(self) -> np.ndarray:
+        """Indices g of the selected galaxies (all galaxies when nothing is selected)."""
+        return np.arange(self.data.n_galaxies) if self.galaxies is None else self.galaxies
+
+    @property
+    def selected_spectra(self) -> np.ndarray:
+        if self.spectra is not None:
+            return self.spectra
+        if self.galaxies is None:
+            return np.arange(self.data.n_bins)
+        return self.data.spectra_of(self.galaxies)
+
+    @property
+    def selected_ids(self) -> list[str]:
+        return self.data.galaxies["galaxy_id"].to_numpy()[self.selected].tolist()
+
+    # -- ways to select (each one batched: views update once) -----------------------------------------------------
+    def select_galaxies(self, galaxies, how: str) -> None:
+        galaxies = np.unique(np.asarray(galaxies, dtype=np.int64))
+        self._check(galaxies, self.data.n_galaxies, "galaxy")
+        self._set(galaxies=galaxies, spectra=None, nodes=[], nodes2=[], how=how)
+
+    def select_ids(self, ids, how: str) -> None:
+        missing = [i for i in ids if i not in self.data.index_of.index]
+        if missing:
+            raise KeyError(f"galaxy ids not in bundle {self.data.path}: {missing[:5]}")
+        self.select_galaxies(self.data.index_of[list(ids)].to_numpy(), how)
+
+    def select_spectra(self, spectra, how: str) -> None:
+        spectra = np.unique(np.asarray(spectra, dtype=np.int64))
+        self._check(spectra, self.data.n_bins, "spectrum")
+        self._set(galaxies=self.data.galaxies_of(spectra), spectra=spectra, nodes=[], nodes2=[], how=how)
+
+    def select_nodes(self, nodes) -> None:
+        """DESOM-1 nodes: their binned spectra, and the galaxies those belong to."""
+        nodes = sorted({int(k) for k in nodes})
+        spectra = self.data.spectra_in_nodes(nodes)
+        how = "DESOM-1 node" + ("s " if len(nodes) > 1 else " ") + ", ".join(self._node_names(nodes, self.data.desom1))
+        self._set(galaxies=self.data.galaxies_of(spectra), spectra=spectra, nodes=nodes, nodes2=[], how=how)
+
+    def select_nodes2(self, nodes) -> None:
+        """DESOM-2 nodes: the galaxies whose fingerprints map there."""
+        nodes = sorted({int(k) for k in nodes})
+        how = "DESOM-2 node" + ("s " if len(nodes) > 1 else " ") + ", ".join(self._node_names(nodes, self.data.desom2))
+        self._set(galaxies=self.data.galaxies_in_nodes2(nodes), spectra=None, nodes=[], nodes2=nodes, how=how)
+
+    def clear(self) -> None:
+        self._set(galaxies=None, spectra=None, nodes=[], nodes2=[], how="whole survey")
+
+    def pin(self) -> None:
+        """Keep the current selection as population A of the comparison."""
+        self.param.update(pinned=self.selected.copy(), pinned_how=self.how)
+
+    def _set(self, **values) -> None:
+        galaxies = values["galaxies"]
+        if self.focus is None or (galaxies is not None and len(galaxies) and self.focus not in galaxies):
+            values["focus"] = int(galaxies[0]) if galaxies is not None and len(galaxies) else self.focus
+        with pn.io.hold(freeze=True):  # one batch to the browser, and one model-graph recompute, not one per view
+            self.param.update(**values)
+
+    @staticmethod
+    def _check(indices: np.ndarray, n: int, what: str) -> None:
+        if indices.size and (indices[0] < 0 or indices[-1] >= n):
+            raise IndexError(f"{what} index out of range 0..{n - 1}: {indices[0]}..{indices[-1]}")
+
+    @staticmethod
+    def _node_names(nodes, grid) -> list[str]:
+        return [f"({k // grid['cols']}, {k % grid['cols']})" for k in nodes]
