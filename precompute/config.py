@@ -22,9 +22,40 @@ DEFAULT_CONFIG: dict = {
         "val_fraction": 0.14,  # held-out galaxies (seed 000: 126 / 898)
     },
     # Spectral maps (seed 001): sections added by their modules' authors; one top-level key per model.
-    "desom1": {},
-    "fingerprints": {},
-    "desom2": {},
+    "desom1": {  # DESOM-1 on binned spectra (Forest et al. 2019 as in seed 001)
+        "rows": 15, "cols": 15, "topology": "rectangular",
+        "latent_dim": 256,  # seed 001: 256
+        "channels": [8, 16, 32, 32],  # 4 conv blocks, each pooling by 2; a light encoder (>= 2,000 spectra/s on CPU)
+        "kernel_size": 5,
+        "gamma": 5.0e-4,  # weight of the SOM loss (seed 001)
+        "sigma_start": None,  # neighbourhood width at the start; None = half the longer grid side
+        "sigma_end": 0.5,
+        "pretrain_epochs": 3,  # autoencoder alone before the SOM joins
+        "epochs": 10,  # joint epochs at most (early stopping on validation_fraction of the training spectra)
+        "patience": 3,
+        "validation_fraction": 0.1,
+        "batch_size": 256,
+        "learning_rate": 1.0e-3,
+        "histogram_bins": 20,  # per-node empirical PDF of each property
+    },
+    "fingerprints": {"clip_percentile": 99.9},  # per-node clipping level before scaling (seed 001)
+    "desom2": {  # map of galaxies by fingerprint
+        "backend": "desom",  # "desom" (2-D conv autoencoder + SOM) or "minisom" (classic SOM on the fingerprints)
+        "rows": 10, "cols": 10, "topology": "rectangular",
+        "latent_dim": 32,
+        "channels": [16, 32],
+        "kernel_size": 3,
+        "gamma": 5.0e-4,
+        "sigma_start": None,
+        "sigma_end": 0.5,
+        "pretrain_epochs": 20,
+        "epochs": 60,
+        "patience": 10,
+        "validation_fraction": 0.1,
+        "batch_size": 32,
+        "learning_rate": 1.0e-3,
+    },
+    "sed_map": {"kmeans_k": 6, "minisom_rows": 10, "minisom_cols": 10, "minisom_epochs": 20},  # seed 002
     # Galaxy embeddings (seeds 000, 003, 004) and projections.
     "contrastive": {},
     "anomaly": {},
