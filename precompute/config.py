@@ -57,10 +57,53 @@ DEFAULT_CONFIG: dict = {
     },
     "sed_map": {"kmeans_k": 6, "minisom_rows": 10, "minisom_cols": 10, "minisom_epochs": 20},  # seed 002
     # Galaxy embeddings (seeds 000, 003, 004) and projections.
-    "contrastive": {},
-    "anomaly": {},
-    "image_vae": {},
-    "projections": {},
+    "contrastive": {  # seed 000: PCA + luminosity maps, Siamese CNN, NT-Xent
+        "n_components": 29,  # PCA components of the spaxel spectra
+        "pca_min_snr": 30.0,  # spectra fitting the PCA: S/N per pixel above this (seed 000)
+        "max_fit_spectra": 20000,
+        "map_size": 32,  # spaxels per side of the padded grid (larger cubes are binned to fit)
+        "n_features": 512,  # representation: first dense layer after flattening
+        "channels": [32, 64, 256],  # conv blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool)
+        "projection_dim": 128,
+        "temperature": 0.5,
+        "epochs": 60,
+        "patience": 5,  # early stopping on the validation NT-Xent loss
+        "batch_size": 64,
+        "learning_rate": 1.0e-3,
+        "weight_decay": 1.0e-5,
+        "augment": {
+            "snr_range": [1.0, 10.0], "p_noise": 0.8, "blur_sigma": 1.0, "p_blur": 0.3,
+            "resize_kernels": [2, 5], "p_resize": 0.3, "max_shift": 3,
+            "p_stars": 0.3, "max_stars": 3, "star_radius": [1.0, 2.5], "sky_sigma": 0.1,
+        },
+    },
+    "anomaly": {  # seed 003: ConvLSTM autoencoder on emission-line cubes
+        "n_bins": 10,  # spectral pixels around each of the 19 lines
+        "crop": 32,  # centred crop, spaxels per side
+        "latent_dim": 16,
+        "hidden": 16,
+        "epochs": 20,
+        "batch_size": 16,
+        "learning_rate": 2.0e-3,
+    },
+    "image_vae": {  # seed 004: convolutional VAE on single-band log-scaled images
+        "latent_dim": 16,  # 2 gives a map to look at directly
+        "band": "r",
+        "channels": [16, 32, 64],
+        "beta": 1.0,
+        "epochs": 30,
+        "batch_size": 32,
+        "learning_rate": 2.0e-3,
+        "traversal_steps": 7,
+    },
+    "projections": {  # every embedding: UMAP, clusters, k-NN, seed 000 Fig. 10 table
+        "n_neighbours": 10,
+        "cluster_ks": [2, 3, 4, 5],
+        "umap_neighbours": 15,
+        "umap_min_dist": 0.1,
+        "gmm_components": 5,  # GMMs run on this many principal components of the embedding
+        "correlation_components": 10,
+    },
     "device": "auto",  # "auto" = cuda when available, else cpu
 }
 
