@@ -1,0 +1,155 @@
+"""`python -m precompute assign`: place new spectra or cubes on a bundle's frozen spectral maps.
+
+    python -m precompute assign --bundle data/bundles/demo FILE... --out placed.csv [--catalogue drpall.fits]
+
+Every input is prepared with the bundle's own configuration (same rest-frame grid, normalisation, Voronoi
+binning), then each binned spectrum gets one CSV row: source file, spectrum index (Voronoi bin of a cube, or index
+in a set of spectra), galaxy id, DESOM-1 node (row, column), latent quantization error, fractional reconstruction
+error and the member medians of every property of that node. Rows of a cube also carry the galaxy's fingerprint
+(non-zero nodes as ``k:value``) and its DESOM-2 node. An input the bundle cannot represent (wavelength coverage too
+short, every pixel bad, ...) gets a row whose `error` column says why; the other inputs still go through.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from precompute.bundle import Bundle, BundleError
+from precompute.fingerprints import fingerprint_counts, fingerprint_string, normalise_fingerprints
+from precompute.models.desom import DESOM
+from precompute.models.som import best_matching_units
+from precompute.observation import InputError
+
+COLUMNS = ["source", "spectrum", "galaxy_id", "node", "bmu_row", "bmu_col", "qe", "recon_error"]
+
+
+@dataclass
+class FrozenMaps:
+    """What placing needs from a bundle: the trained DESOM-1 (and DESOM-2) and the per-node property medians."""
+
+    bundle: Bundle
+    desom1: DESOM
+    node_medians: pd.DataFrame  # [K, properties], columns named median_<property>
+    node_scale: np.ndarray | None  # fingerprint normalisation levels (None without a fingerprints section)
+    desom2: DESOM | None  # the DESOM-2 model (DESOM backend)
+    desom2_prototypes: np.ndarray | None  # [K2, rows*cols] fingerprint prototypes (MiniSom backend)
+
+    @classmethod
+    def load(cls, path, device: str = "cpu") -> "FrozenMaps":
+        bundle = Bundle(path)
+        if not bundle.has("desom1"):
+            raise BundleError(f"{bundle.path}: bundle has no desom1 section; build it with `python -m precompute build`")
+        desom1 = DESOM.load(io.BytesIO((bundle.path / "desom1/model.pt").read_bytes()), device=device)
+        table = bundle.table("desom1/node_properties")
+        medians = table.pivot(index="node", columns="property", values="median").add_prefix("median_")
+        medians = medians.reindex(range(desom1.rows * desom1.cols))
+        node_scale = np.asarray(bundle.array("fingerprints/node_scale")) if bundle.has("fingerprints") else None
+        desom2 = prototypes = None
+        if bundle.has("desom2") and node_scale is not None:
+            if bundle.json("desom2/grid.json")["backend"] == "desom":
+                desom2 = DESOM.load(io.BytesIO((bundle.path / "desom2/model.pt").read_bytes()), device=device)
+            else:
+                prototypes = np.asarray(bundle.array("desom2/prototypes"), np.float32).reshape(
+                    len(bundle.array("desom2/prototypes")), -1)
+        return cls(bundle, desom1, medians, node_scale, desom2, prototypes)
+
+    def place(self, flux: np.ndarray, ivar: np.ndarray) -> pd.DataFrame:
+        """Per binned spectrum: node, bmu_row, bmu_col, qe, recon_error and the node's property medians."""
+        latent = self.desom1.encode(flux)
+        nodes, qe = self.desom1.bmu(latent, latent=True)
+        recon = self.desom1.decode(latent)
+        good = ivar > 0
+        residual = np.where(good, np.abs(flux - recon), np.nan)
+        level = np.where(good, np.abs(flux), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recon_error = np.nanmedian(residual, axis=1) / np.nanmedian(level, axis=1)
+        cols = self.desom1.cols
+        placed = pd.DataFrame({"node": nodes, "bmu_row": nodes // cols, "bmu_col": nodes % cols, "qe": qe,
+                               "recon_error": recon_error})
+        return pd.concat([placed, self.node_medians.iloc[nodes].reset_index(drop=True)], axis=1)
+
+    def galaxy_fingerprint(self, nodes: np.ndarray):
+        """(fingerprint [rows, cols], DESOM-2 node or -1) of one galaxy from its bins' DESOM-1 nodes."""
+        rows, cols = self.desom1.rows, self.desom1.cols
+        counts = fingerprint_counts(np.zeros(len(nodes), int), nodes, 1, rows * cols)
+        fingerprint = normalise_fingerprints(counts, self.node_scale, rows, cols)
+        if self.desom2 is not None:
+            return fingerprint[0], int(self.desom2.transform(fingerprint)[0])
+        if self.desom2_prototypes is not None:
+            idx, _ = best_matching_units(torch.as_tensor(fingerprint.reshape(1, -1)),
+                                         torch.as_tensor(self.desom2_prototypes))
+            return fingerprint[0], int(idx[0, 0])
+        return fingerprint[0], -1
+
+
+def assign_files(bundle_path, paths, catalogue=None, key: str | None = None, column_map: dict | None = None,
+                 device: str = "cpu") -> pd.DataFrame:
+    """Place every spectrum of every file on the bundle's maps; one row per binned spectrum or failed input."""
+    from precompute import formats
+    from precompute.prepare import prepare_galaxy, split_spectra
+
+    maps = FrozenMaps.load(bundle_path, device=device)
+    config = maps.bundle.config
+    key = key or config["inputs"].get("catalogue_key", "plateifu")
+    table = None if catalogue is None else formats.read_catalogue(catalogue, key=key, column_map=column_map or {})
+    frames = []
+    for path in tqdm(list(map(str, paths)), desc="assign", unit="file", disable=None):
+        try:
+            observations = split_spectra(formats.read_observation(path, catalogue=table))
+        except (InputError, OSError) as err:
+            frames.append(_error_row(path, None, None, err))
+            continue
+        for index, obs in enumerate(observations):
+            spectrum = None if obs.is_cube else index
+            try:
+                galaxy = prepare_galaxy(obs, config["prepare"])
+            except InputError as err:
+                frames.append(_error_row(path, spectrum, obs.id, err))
+                continue
+            placed = maps.place(galaxy.bin_flux, galaxy.bin_ivar)
+            placed.insert(0, "galaxy_id", galaxy.galaxy_id)
+            placed.insert(0, "spectrum", galaxy.bins["bin_id"].to_numpy() if obs.is_cube else index)
+            placed.insert(0, "source", path)
+            if obs.is_cube and maps.node_scale is not None:
+                fingerprint, node2 = maps.galaxy_fingerprint(placed["node"].to_numpy())
+                placed.insert(8, "fingerprint", fingerprint_string(fingerprint))
+                placed.insert(8, "desom2_node", node2)
+            frames.append(placed)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    if "error" not in out:
+        out["error"] = ""
+    out["error"] = out["error"].fillna("")
+    return out
+
+
+def _error_row(path, spectrum, galaxy_id, err: Exception) -> pd.DataFrame:
+    problem = err.problem if isinstance(err, InputError) else str(err)
+    return pd.DataFrame([{"source": path, "spectrum": spectrum, "galaxy_id": galaxy_id, "error": problem}])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m precompute assign", description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", help="MaNGA / CALIFA cubes, spectra sets, SDSS spec files")
+    parser.add_argument("--bundle", required=True, help="bundle folder with a desom1 section")
+    parser.add_argument("--out", required=True, help="CSV file to write")
+    parser.add_argument("--catalogue", help="table with redshifts (e.g. drpall nsa_z) matched on --key")
+    parser.add_argument("--key", help="catalogue column holding the file ids (default: the bundle's config)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    args = parser.parse_args(argv)
+    try:
+        placed = assign_files(args.bundle, args.files, catalogue=args.catalogue, key=args.key, device=args.device)
+    except (BundleError, InputError, ValueError) as err:
+        print(f"assign: {err}", file=sys.stderr)
+        return 1
+    placed.to_csv(args.out, index=False)
+    failed = int((placed["error"] != "").sum())
+    print(f"placed {len(placed) - failed} spectra from {len(args.files)} files on {args.bundle}; "
+          f"{failed} inputs could not be placed (see the error column); wrote {args.out}")
+    return 0 if failed < len(placed) else 1
