@@ -1,0 +1,204 @@
+"""Build stage: galaxy embeddings and their projections into the bundle (docs/bundle-schema.md).
+
+- ``contrastive`` (seed 000): PCA + luminosity cube maps → Siamese CNN trained with NT-Xent → 512-d vectors;
+- ``anomaly`` (seed 003): emission-line cubes → ConvLSTM autoencoder → latent vectors, anomaly scores and the
+  per-line / per-spaxel residuals that explain them;
+- ``image_vae`` (seed 004): r-band images → convolutional VAE → latent means, traversals, property table;
+- ``fingerprint``: the DESOM-1 fingerprints of the spectral-maps stage, when given.
+
+Every embedding gets the same projections (precompute.projections), fitted on the training split. Models are
+imported when the stage runs, so reading a bundle (which needs only the section declarations) stays light.
+"""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pandas as pd
+
+from precompute.bundle import BundleWriter, register_section
+
+EMBEDDING_FILES = ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
+                   "property_correlation.parquet")
+
+
+def embedding_files(name: str) -> tuple[str, ...]:
+    return tuple(f"embeddings/{name}/{f}" for f in EMBEDDING_FILES)
+
+
+# `embeddings` holds what every embedding has (the dashboard's UMAP and similarity views); each model adds its
+# own section. The fingerprint embedding's files are listed in embeddings/index.json when it is present.
+SECTIONS = {
+    "embeddings": ("embeddings/index.json", *embedding_files("contrastive")),
+    "contrastive": ("contrastive/model.pt", "contrastive/pca.npz"),
+    "anomaly": (*embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json", "anomaly/line_residuals.npy",
+                "anomaly/spaxel_residuals.npy"),
+    "image_vae": (*embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
+                  "image_vae/property_correlation.parquet"),
+}
+for _name, _files in SECTIONS.items():
+    register_section(_name, _files)
+
+RARE_KINDS = ("agn", "disturbed", "extreme_emission")  # mock truth flags the anomaly score should find
+
+
+def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: list, config: dict,
+                     fingerprints: np.ndarray | None = None) -> pd.DataFrame:
+    """Train the embedding models, project every embedding and write the ``embeddings``, ``anomaly`` and
+    ``image_vae`` sections. ``prepared`` are the PreparedGalaxy objects in the row order of ``galaxies``;
+    ``fingerprints`` ``[n_galaxies, rows, cols]`` from the spectral-maps stage (or None).
+    Returns ``galaxies`` with ``anomaly_score`` added."""
+    from precompute.build import resolve_device
+    from precompute.prepare import rest_frame_grid
+
+    if len(prepared) != len(galaxies) or any(g.galaxy_id != i for g, i in zip(prepared, galaxies["galaxy_id"])):
+        raise ValueError("prepared galaxies must be the rows of the galaxy table, in the same order")
+    if fingerprints is not None and len(fingerprints) != len(galaxies):
+        raise ValueError(f"{len(fingerprints)} fingerprints for {len(galaxies)} galaxies")
+    device = resolve_device(config.get("device", "auto"))
+    wave = rest_frame_grid(config["prepare"])
+    galaxies = galaxies.copy()
+    embeddings: dict[str, tuple[np.ndarray, str, str]] = {}  # name -> (vectors, metric, description)
+
+    vectors = _contrastive(writer, galaxies, prepared, wave, config, device)
+    embeddings["contrastive"] = (vectors, "cosine", "seed 000: NT-Xent Siamese CNN on PCA + luminosity cube maps")
+    latent, scores = _anomaly(writer, galaxies, prepared, wave, config, device)
+    galaxies["anomaly_score"] = scores
+    embeddings["anomaly"] = (latent, "euclidean", "seed 003: ConvLSTM autoencoder latent of emission-line cubes")
+    latent = _image_vae(writer, galaxies, prepared, config, device)
+    embeddings["image_vae"] = (latent, "euclidean", "seed 004: VAE latent means of log-scaled r-band images")
+    if fingerprints is not None:
+        embeddings["fingerprint"] = (np.asarray(fingerprints, dtype=np.float32).reshape(len(galaxies), -1),
+                                     "euclidean", "seed 001: histogram of binned spectra over DESOM-1 nodes")
+
+    writer.metrics["embeddings"] = {}
+    for name, (vectors, metric, description) in embeddings.items():
+        writer.metrics["embeddings"][name] = write_embedding(writer, name, vectors, galaxies, metric, config)
+    writer.json("embeddings/index.json", {name: {"dim": int(v.shape[1]), "metric": metric, "description": text}
+                                          for name, (v, metric, text) in embeddings.items()})
+    for section in SECTIONS:
+        writer.section(section)
+    return galaxies
+
+
+def write_embedding(writer: BundleWriter, name: str, vectors: np.ndarray, galaxies: pd.DataFrame, metric: str,
+                    config: dict) -> dict:
+    """Project one embedding, write ``embeddings/<name>/*`` and return its figures against known properties."""
+    from precompute.projections import project_embedding, truth_figures
+
+    start = time.perf_counter()
+    out = project_embedding(vectors, galaxies, metric, config["projections"], config["seed"])
+    for key in ("vectors", "umap", "knn", "knn_distance"):
+        writer.array(f"embeddings/{name}/{key}", out[key])
+    writer.table(f"embeddings/{name}/clusters", out["clusters"])
+    writer.table(f"embeddings/{name}/property_correlation", out["property_correlation"])
+    figures = truth_figures(out["vectors"], galaxies, metric, out["knn_distance"], out["clusters"],
+                            k=config["projections"]["n_neighbours"])
+    return {**figures, "projection_seconds": round(time.perf_counter() - start, 2)}
+
+
+def _contrastive(writer, galaxies, prepared, wave, config, device) -> np.ndarray:
+    from precompute.cube_maps import CubeMaps
+    from precompute.models.contrastive import ContrastiveEmbedding, retrieval_accuracy
+    from precompute.projections import knn_regression_r2
+
+    cfg, seed = config["contrastive"], config["seed"]
+    train = galaxies["split"].to_numpy() == "train"
+    start = time.perf_counter()
+    lo, hi = config["prepare"]["norm_window"]
+    cube_maps = CubeMaps(wave, cfg["n_components"], cfg["pca_min_snr"], cfg["map_size"], (lo - 500.0, hi + 500.0),
+                         cfg["max_fit_spectra"], seed)
+    cube_maps.fit([g for g, t in zip(prepared, train) if t])
+    maps = cube_maps.transform(prepared, progress=True)
+    model = ContrastiveEmbedding(
+        cfg["n_features"], cfg["channels"], cfg["projection_dim"], cfg["temperature"], cfg["epochs"],
+        cfg["patience"], cfg["batch_size"], cfg["learning_rate"], cfg["weight_decay"], cfg["augment"], seed, device,
+    ).fit(maps[train], maps[~train])
+    vectors = model.transform(maps)
+    seconds = time.perf_counter() - start
+
+    held_out = np.flatnonzero(~train)
+    retrieval = retrieval_accuracy(vectors, model.transform(model.augmented(maps[held_out], seed + 1)), held_out)
+    present = [p for p in ("log_mstar", "log_age_lw", "ew_halpha") if p in galaxies]
+    baseline = knn_regression_r2(cube_pca(maps, train, model), galaxies[present], train, metric="euclidean")
+    pca = cube_maps.pca_
+    writer.arrays("contrastive/pca", {"wave": wave, "mean": pca.mean_, "components": pca.components_,
+                                                 "explained_variance_ratio": pca.explained_variance_ratio_})
+    writer.blob("contrastive/model.pt", _torch_bytes(model.state()))
+    writer.metrics["contrastive"] = {
+        "seconds": round(seconds, 2), "epochs": len(model.history_), "best_epoch": model.best_epoch_,
+        "n_parameters": model.n_parameters_, "pca_spectra": cube_maps.n_fit_spectra_,
+        "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
+        "augmented_retrieval_val": retrieval,
+        **{f"baseline_cube_pca_knn_r2_{p}": r2 for p, r2 in baseline.items()},
+    }
+    return vectors
+
+
+def cube_pca(maps: np.ndarray, train: np.ndarray, model, n_components: int = 32) -> np.ndarray:
+    """Baseline embedding: the cube maps (scaled as the network sees them) flattened and reduced by PCA fitted
+    on the training galaxies — what a CNN has to beat."""
+    import torch
+    from sklearn.decomposition import PCA
+
+    with torch.no_grad():
+        flat = model.network_.scale_input(torch.as_tensor(maps).to(model.device)).flatten(1).cpu().numpy()
+    pca = PCA(min(n_components, int(train.sum()) - 1), random_state=0).fit(flat[train])
+    return pca.transform(flat).astype(np.float32)
+
+
+def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.metrics import roc_auc_score
+
+    from precompute.cube_maps import EMISSION_LINES, emission_line_cubes
+    from precompute.models.convlstm import EmissionLineAnomaly
+
+    cfg, seed = config["anomaly"], config["seed"]
+    train = galaxies["split"].to_numpy() == "train"
+    start = time.perf_counter()
+    cubes, good = emission_line_cubes(prepared, wave, cfg["n_bins"], cfg["crop"], progress=True)
+    model = EmissionLineAnomaly(cfg["latent_dim"], cfg["hidden"], cfg["epochs"], cfg["batch_size"],
+                                cfg["learning_rate"], seed, device).fit(cubes[train], good[train])
+    residuals = model.residuals(cubes, good)
+    latent = model.transform(cubes, good)
+    writer.blob("anomaly/model.pt", _torch_bytes(model.state()))
+    writer.json("anomaly/lines.json", {"names": list(EMISSION_LINES), "wave": list(EMISSION_LINES.values()),
+                                       "n_bins": cfg["n_bins"], "crop": cfg["crop"], "scale": model.scale_})
+    writer.array("anomaly/line_residuals", residuals["line"])
+    writer.array("anomaly/spaxel_residuals", residuals["spaxel"])
+    metrics = {"seconds": round(time.perf_counter() - start, 2), "final_loss": model.history_[-1]}
+    for kind in RARE_KINDS:
+        if kind in galaxies and 0 < galaxies[kind].astype(bool).sum() < len(galaxies):
+            metrics[f"auc_{kind}"] = float(roc_auc_score(galaxies[kind].astype(bool), residuals["score"]))
+    writer.metrics["anomaly"] = metrics
+    return latent, residuals["score"]
+
+
+def _image_vae(writer, galaxies, prepared, config, device) -> np.ndarray:
+    from precompute.models.image_vae import ImageVAE
+    from precompute.projections import numeric_properties, pearson
+
+    cfg, seed = config["image_vae"], config["seed"]
+    train = galaxies["split"].to_numpy() == "train"
+    start = time.perf_counter()
+    images = np.stack([g.image for g in prepared])
+    model = ImageVAE(cfg["latent_dim"], cfg["band"], cfg["channels"], cfg["beta"], cfg["epochs"], cfg["batch_size"],
+                     cfg["learning_rate"], seed, device).fit(images[train])
+    latent = model.transform(images)
+    writer.blob("image_vae/model.pt", _torch_bytes(model.state()))
+    writer.array("image_vae/traversals", model.traversals(latent[train], cfg["traversal_steps"]))
+    table = {"feature": np.arange(latent.shape[1], dtype=np.int32)}
+    for name, values in numeric_properties(galaxies).items():
+        table[name] = [pearson(latent[:, j], values) for j in range(latent.shape[1])]
+    writer.table("image_vae/property_correlation", pd.DataFrame(table))
+    writer.metrics["image_vae"] = {"seconds": round(time.perf_counter() - start, 2), "final_loss": model.history_[-1]}
+    return latent
+
+
+def _torch_bytes(state: dict) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
