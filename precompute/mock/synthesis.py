@@ -152,6 +152,23 @@ class GalaxyModel:
     sigma_liner_kms: float
     truth: dict
 
+    def rest_frame_spectrum(self) -> np.ndarray:
+        """Whole-galaxy stellar spectrum (attenuated), rest frame, L☉/Å."""
+        return sum((c.mass * c.node_fraction[:, None] * c.spectra).sum(axis=0) for c in self.components)
+
+    def absolute_magnitudes(self) -> np.ndarray:
+        """Rest-frame absolute AB magnitudes in SDSS g, r, i (stars and emission lines, as observed: with dust)."""
+        wave = self.wave_rest
+        to_10pc = L_SUN * 1e17 / (4 * np.pi * (10 * 3.0857e18) ** 2)  # L☉/Å → 1e-17 erg/s/cm²/Å at 10 pc
+        weights = band_weights(wave)
+        stars = self.rest_frame_spectrum() @ weights * to_10pc
+        line_lum = sum((c.mass * c.node_fraction[:, None] * (c.sf_lines + c.liner_lines)).sum(axis=0)
+                       for c in self.components) + self.agn_lines
+        pixel = np.clip(np.searchsorted(wave, lines.LINE_WAVE), 0, wave.size - 1)
+        per_line = weights[pixel] / np.gradient(wave)[pixel, None]  # a line is a spike of flux/Δλ in one pixel
+        nmgy = stars + line_lum @ per_line * to_10pc / L_SUN
+        return 22.5 - 2.5 * np.log10(nmgy)
+
 
 def _node_mass_fraction(n: float, nodes: np.ndarray) -> np.ndarray:
     """Share of a Sérsic profile's mass attributed to each node by the same linear interpolation."""
