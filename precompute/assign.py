@@ -62,7 +62,7 @@ class FrozenMaps:
 
     def place(self, flux: np.ndarray, ivar: np.ndarray) -> pd.DataFrame:
         """Per binned spectrum: node, bmu_row, bmu_col, qe, recon_error and the node's property medians."""
-        latent = self.desom1.encode(flux)
+        latent = self.desom1.encode(flux, ivar > 0)
         nodes, qe = self.desom1.bmu(latent, latent=True)
         recon = self.desom1.decode(latent)
         good = ivar > 0

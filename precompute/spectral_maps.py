@@ -169,7 +169,7 @@ def autoencoder_vs_pca(model: DESOM, train_flux, train_ivar, test_flux, test_iva
     pca = PCA(n_components=n_components, svd_solver="randomized", random_state=0)
     pca.fit(np.where(train_good, train_flux, mean))
     pca_recon = pca.inverse_transform(pca.transform(np.where(test_good, test_flux, mean)))
-    ae_recon = model.reconstruct(test_flux)
+    ae_recon = model.reconstruct(test_flux, test_good)
     n_good = max(int(test_good.sum()), 1)
     mse_ae = float((test_good * (test_flux - ae_recon) ** 2).sum() / n_good)
     mse_pca = float((test_good * (test_flux - pca_recon) ** 2).sum() / n_good)
@@ -196,7 +196,7 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     # DESOM-1 on the training galaxies' bins
     cfg = config["desom1"]
     model = spectrum_desom(len(wave), cfg, seed, device).fit(flux[train], ivar[train] > 0)
-    latent = model.encode(flux)
+    latent = model.encode(flux, ivar > 0)
     nodes, qe = model.bmu(latent, latent=True)
     n_nodes = cfg["rows"] * cfg["cols"]
     bins = bins.assign(desom1_node=nodes.astype(np.int32), desom1_qe=qe.astype(np.float32))

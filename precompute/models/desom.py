@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 import time
 from pathlib import Path
 
@@ -93,7 +94,9 @@ class DESOM:
         for module in self.autoencoder_.modules():  # fresh weights from `seed`, whatever the template saw
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-        self.autoencoder_.set_normalisation(X[train], mask[train]).to(device)
+        self.autoencoder_.set_normalisation(X[train], mask[train])
+        X = self._impute(X, mask)
+        self.autoencoder_.to(device)
         latent_dim = self.autoencoder_.config["latent_dim"]
         self.som_ = SOMLayer(self.rows, self.cols, latent_dim, self.topology).to(device)
 
@@ -127,6 +130,8 @@ class DESOM:
                 if waited >= self.patience:
                     break
         self.n_epochs_ = epoch + 1
+        if best is None:
+            raise RuntimeError(f"DESOM training diverged (loss {loss}); lower learning_rate (now {self.learning_rate})")
         self._load_state(best)
         self.seconds_ = time.perf_counter() - start
         return self
@@ -207,11 +212,15 @@ class DESOM:
             raise RuntimeError("this DESOM is not fitted yet: call fit(X) first (or DESOM.load(path))")
         return next(self.autoencoder_.parameters()).device
 
-    def encode(self, X) -> np.ndarray:
-        """Latent codes float32 [N, latent_dim]."""
+    def _impute(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Bad pixels take the training mean: whatever a reader left there (0, garbage) cannot move the code."""
+        return torch.where(mask > 0, X, self.autoencoder_.offset.cpu())
+
+    def encode(self, X, mask=None) -> np.ndarray:
+        """Latent codes float32 [N, latent_dim]; mask (1 = good) as in `fit`."""
         device = self._fitted()
-        X, _ = self._inputs(X)
-        return self._encode(X, device).cpu().numpy()
+        X, mask = self._inputs(X, mask)
+        return self._encode(self._impute(X, mask), device).cpu().numpy()
 
     @torch.no_grad()
     def decode(self, Z) -> np.ndarray:
@@ -222,39 +231,42 @@ class DESOM:
         parts = [self.autoencoder_.decode(Z[i:i + 2048]) for i in range(0, Z.shape[0], 2048)]
         return torch.cat(parts).cpu().numpy() if parts else np.zeros((0, *self.autoencoder_.input_shape), np.float32)
 
-    def reconstruct(self, X) -> np.ndarray:
-        return self.decode(self.encode(X))
+    def reconstruct(self, X, mask=None) -> np.ndarray:
+        return self.decode(self.encode(X, mask))
 
-    def bmu(self, X, latent: bool = False):
-        """(BMU node int64 [N], latent distance to its prototype float32 [N]); latent=True: X are latent codes."""
-        self._fitted()
-        z = np.asarray(X, np.float32) if latent else self.encode(X)
-        idx, d2 = self.som_._best(torch.as_tensor(z, device=self.som_.prototypes.device))
+    # Map measures take inputs (with their mask) or, with latent=True, latent codes from `encode`.
+    def bmu(self, X, mask=None, latent: bool = False):
+        """(BMU node int64 [N], latent distance to its prototype float32 [N])."""
+        z = self._latent(X, mask, latent)
+        idx, d2 = self.som_._best(z)
         return idx[:, 0].cpu().numpy(), d2[:, 0].sqrt().cpu().numpy()
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X, mask=None, latent: bool = False) -> np.ndarray:
         """BMU node of every input, int64 [N] (node k = row * cols + col)."""
-        return self.bmu(X)[0]
+        return self.bmu(X, mask, latent)[0]
 
     def fit_transform(self, X, mask=None) -> np.ndarray:
-        return self.fit(X, mask).transform(X)
+        return self.fit(X, mask).transform(X, mask)
 
-    def quantization_error(self, X, latent: bool = False) -> float:
-        return self.som_.quantization_error(self._latent(X, latent))
+    def quantization_error(self, X, mask=None, latent: bool = False) -> float:
+        z = self._latent(X, mask, latent)
+        return self.som_.quantization_error(z)
 
-    def topographic_error(self, X, latent: bool = False) -> float:
-        return self.som_.topographic_error(self._latent(X, latent))
+    def topographic_error(self, X, mask=None, latent: bool = False) -> float:
+        z = self._latent(X, mask, latent)
+        return self.som_.topographic_error(z)
 
-    def hits(self, X, latent: bool = False) -> np.ndarray:
-        return self.som_.hits(self._latent(X, latent))
+    def hits(self, X, mask=None, latent: bool = False) -> np.ndarray:
+        z = self._latent(X, mask, latent)
+        return self.som_.hits(z)
 
     def umatrix(self) -> np.ndarray:
         self._fitted()
         return self.som_.umatrix()
 
-    def _latent(self, X, latent):
-        device = self._fitted()
-        return torch.as_tensor(np.asarray(X, np.float32), device=device) if latent else torch.as_tensor(self.encode(X))
+    def _latent(self, X, mask, latent) -> torch.Tensor:
+        self._fitted()
+        return torch.as_tensor(np.asarray(X, np.float32) if latent else self.encode(X, mask))
 
     @property
     def prototypes_(self) -> np.ndarray:
@@ -301,7 +313,7 @@ class DESOM:
         """A fitted DESOM from `save` / `to_bytes` output (or a training checkpoint), on `device`."""
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as err:
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
             raise ValueError(f"{path}: not a DESOM model file ({err})") from None
         if not (isinstance(saved, dict) and {"autoencoder_config", "params", "autoencoder", "som"} <= saved.keys()):
             raise ValueError(f"{path}: not a DESOM model file (missing autoencoder/SOM state)")
