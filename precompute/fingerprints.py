@@ -34,16 +34,15 @@ def node_scale(counts: np.ndarray, percentile: float = 99.9) -> np.ndarray:
 
 
 def normalise_fingerprints(counts: np.ndarray, scale: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """float32 [n_galaxies, rows, cols]: counts clipped at `scale` and divided by it per node, then min–max
-    scaled to 0–1 per galaxy (an empty galaxy stays all zero). `scale` comes from `node_scale` on the training
-    survey, so new galaxies are normalised exactly as the map's own."""
+    """float32 [n_galaxies, rows, cols]: counts clipped at `scale` and divided by it per node, then divided by
+    their maximum per galaxy (0 = no bin there, 1 = the galaxy's most populated node; an empty galaxy stays 0).
+    `scale` comes from `node_scale` on the training survey, so new galaxies are normalised as the map's own."""
     counts = np.asarray(counts, dtype=float)
     if counts.ndim != 2 or counts.shape[1] != rows * cols or np.shape(scale) != (rows * cols,):
         raise ValueError(f"counts {counts.shape} and scale {np.shape(scale)} must cover {rows}x{cols} nodes")
     per_node = np.minimum(counts, scale) / scale
-    low = per_node.min(axis=1, keepdims=True)
-    span = per_node.max(axis=1, keepdims=True) - low
-    fingerprints = np.where(span > 0, (per_node - low) / np.where(span > 0, span, 1.0), 0.0)
+    peak = per_node.max(axis=1, keepdims=True)
+    fingerprints = per_node / np.where(peak > 0, peak, 1.0)
     return fingerprints.reshape(-1, rows, cols).astype(np.float32)
 
 

@@ -155,10 +155,12 @@ def test_fingerprints_count_and_normalise_as_seed_001():
     np.testing.assert_allclose(fingerprints[1].ravel(), [1, 0, 0, 0.5])
     np.testing.assert_array_equal(fingerprints[3], 0)  # a galaxy with no bins stays empty
     # Clipping: a galaxy far above a node's level saturates at 1 instead of squashing the others.
-    big = np.vstack([np.ones((999, 2), int), [[1000, 1]]])
-    clipped = normalise_fingerprints(big, node_scale(big, 99.9), 1, 2)
-    assert node_scale(big, 99.9)[0] < 10
-    np.testing.assert_allclose(clipped[:, 0, 0], 1.0)
+    big = np.vstack([np.tile([1, 2], (999, 1)), [[1000, 2]]])
+    scale = node_scale(big, 99.9)
+    assert scale[0] < 3 and scale[1] == 2
+    clipped = normalise_fingerprints(big, scale, 1, 2)
+    np.testing.assert_allclose(clipped[:-1, 0, 0], 1 / scale[0], rtol=1e-6)  # not 1/1000
+    np.testing.assert_allclose(clipped[-1].ravel(), [1, 1])
     assert fingerprint_string(fingerprints[1]) == "0:1 3:0.5"
     with pytest.raises(ValueError, match="nodes must lie"):
         fingerprint_counts(galaxy, nodes + 4, 4, 4)
