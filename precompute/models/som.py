@@ -5,8 +5,9 @@ best-matching unit (BMU) is the node whose prototype is nearest; the Gaussian ne
 h(b, k; σ) = exp(-|g_b − g_k|² / 2σ²) on the grid positions g couples nodes so that the map stays ordered; σ is
 annealed from `sigma_start` to `sigma_end` during training (Kohonen 2013, "Essentials of the self-organizing map").
 
-- `SOM`: Kohonen's batch SOM (every epoch each prototype becomes the neighbourhood-weighted mean of the samples),
-  estimator API, same code on CPU and GPU; `backend="minisom"` trains the same map with MiniSom instead.
+- `SOM`: Kohonen's batch SOM over mini-batches (after each batch every prototype becomes the neighbourhood-weighted
+  mean of the batch's samples), estimator API, same code on CPU and GPU; `backend="minisom"` trains the same map
+  with MiniSom instead, for the classic (non-deep) SOMs.
 - `SOMLayer`: the SOM layer of DESOM (Forest et al. 2019, ESANN): prototypes as an nn.Parameter and the SOM loss
   Σ_k h(bmu(z), k; σ) |z − w_k|² that is added to the autoencoder's reconstruction loss.
 
@@ -116,7 +117,7 @@ def best_matching_units(X: torch.Tensor, W: torch.Tensor, n_best: int = 1, chunk
         chunk_size = max(1, _CHUNK_ENTRIES // W.shape[0])
     indices, distances = [], []
     for start in range(0, X.shape[0], chunk_size):
-        Xc, Wc = _centred(X[start:start + chunk_size].to(W.device, W.dtype, non_blocking=True), W)
+        Xc, Wc = _centred(X[start:start + chunk_size].to(W.device, W.dtype), W)
         partial = _ranking_distances(Xc, Wc)
         if n_best == 1:  # min is much faster than topk
             best, idx = partial.min(dim=1, keepdim=True)
@@ -224,19 +225,21 @@ class _MapQuality:
 
 # ---------------------------------------------------------------------------------------------- batch SOM estimator
 class SOM(_MapQuality):
-    """Batch self-organizing map (Kohonen's batch algorithm), scikit-learn style.
+    """Batch self-organizing map (Kohonen's batch algorithm over mini-batches), scikit-learn style.
 
-    Each epoch finds every sample's BMU (matrix product, in chunks of `batch_size` samples), then moves every
-    prototype to the neighbourhood-weighted mean of the samples, w_k = Σ_i h(b_i, k; σ) x_i / Σ_i h(b_i, k; σ),
-    with σ annealed exponentially from `sigma_start` to `sigma_end` over the epochs. No learning rate and no
-    sample order: the result depends only on the data, the init and the schedule.
+    Each mini-batch of `batch_size` samples (reshuffled every epoch) finds its BMUs by a matrix product, then every
+    prototype becomes the neighbourhood-weighted mean of the batch, w_k = Σ_i h(b_i, k; σ) x_i / Σ_i h(b_i, k; σ),
+    with σ annealed exponentially from `sigma_start` to `sigma_end` over all the updates. With batch_size ≥ N this
+    is Kohonen's batch SOM (one update per epoch); smaller batches update the map more often for the same work,
+    so it orders and fits in fewer epochs (benchmarks/bench_som.py). No learning rate to tune.
 
     backend="minisom" trains the same grid with MiniSom (`minisom_training="online"`: its sample-at-a-time
     `train`, random order, learning rate 0.5 decaying asymptotically; "batch": its `train_batch_offline`), using
-    the same σ schedule; the fitted attributes and measures are then those of the MiniSom map.
+    the same σ schedule per epoch; the fitted attributes and measures are then those of the MiniSom map.
 
-    Fitted attributes: weights_ [K, dim], grid_ [K, 2], n_iter_ (epochs run), history_ (QE of the initial map and
-    after every epoch; the minisom backend records the initial and final QE only).
+    Fitted attributes: weights_ [K, dim], grid_ [K, 2], n_iter_ (epochs run), history_ (per epoch, the mean
+    distance of the samples to their BMU, each measured just before its mini-batch's update: the training curve;
+    the minisom backend, trained in one call, records the final QE only).
     """
 
     def __init__(self, rows: int = 15, cols: int = 15, topology: str = "rectangular", sigma_start: float | None = None,
@@ -286,26 +289,31 @@ class SOM(_MapQuality):
         device = torch.device(self.device)
         W = initial_prototypes(X, self.rows, self.cols, self.topology, self.init, self.seed).to(device)
         grid_sq = grid_squared_distances(self.rows, self.cols, self.topology).to(device)
-        n_nodes = W.shape[0]
+        generator = torch.Generator().manual_seed(int(self.seed))
+        n_samples, n_nodes = X.shape[0], W.shape[0]
+        n_batches = -(-n_samples // self.batch_size)
         history = []
         for epoch in tqdm(range(self.n_epochs), desc="SOM epochs", disable=not self.verbose):
-            # Per-node sums and counts of the samples it wins are all the batch update needs.
-            sums = torch.zeros_like(W)
-            counts = torch.zeros(n_nodes, device=device)
-            qe_sum = 0.0
-            for start in range(0, X.shape[0], self.batch_size):
-                chunk = X[start:start + self.batch_size].to(device, W.dtype, non_blocking=True)
+            # A fresh order every epoch: inputs often come sorted (by galaxy, by class) and each mini-batch must be
+            # a fair sample of the whole.
+            order = torch.randperm(n_samples, generator=generator).to(X.device)
+            qe_sum = torch.zeros((), device=device)
+            for batch in range(n_batches):
+                members = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+                chunk = X.index_select(0, members).to(device, W.dtype)  # index_select: 10× faster than X[members]
                 idx, d2 = best_matching_units(chunk, W)
-                sums.index_add_(0, idx[:, 0], chunk)
-                counts += torch.bincount(idx[:, 0], minlength=n_nodes)
-                qe_sum += float(d2.sqrt().sum())
-            history.append(qe_sum / X.shape[0])
-            h = neighbourhood(grid_sq, sigma_at(epoch, self.n_epochs, self.sigma_start_, self.sigma_end))
-            weight = h @ counts
-            # Nodes beyond the (underflowed) reach of every sample keep their prototype.
-            W = torch.where(weight[:, None] > 0, (h @ sums) / weight.clamp_min(1e-30)[:, None], W)
+                qe_sum += d2.sqrt().sum()
+                # Per-node sums and counts of the samples each node wins are all the batch update needs.
+                sums = torch.zeros_like(W).index_add_(0, idx[:, 0], chunk)
+                counts = torch.bincount(idx[:, 0], minlength=n_nodes).to(W.dtype)
+                sigma = sigma_at(epoch * n_batches + batch, self.n_epochs * n_batches, self.sigma_start_,
+                                 self.sigma_end)
+                h = neighbourhood(grid_sq, sigma)
+                weight = h @ counts
+                # Nodes beyond the (underflowed) reach of every sample of the batch keep their prototype.
+                W = torch.where(weight[:, None] > 0, (h @ sums) / weight.clamp_min(1e-30)[:, None], W)
+            history.append(float(qe_sum) / n_samples)
         self.weights_ = W.cpu().numpy()
-        history.append(self.quantization_error(X))
         self.history_ = history
 
     def _fit_minisom(self, X: np.ndarray) -> None:
@@ -317,7 +325,7 @@ class SOM(_MapQuality):
         som = MiniSom(self.cols, self.rows, X.shape[1], sigma=self.sigma_start_, learning_rate=0.5 if online else 1.0,
                       decay_function="asymptotic_decay" if online else _constant,
                       neighborhood_function="gaussian", topology=self.topology, random_seed=self.seed)
-        # MiniSom's σ decays end at 1 or σ/3; ours ends at sigma_end, so hand it our schedule.
+        # MiniSom's σ decays end at 1 or σ/3 and it takes no callable for σ; ours ends at sigma_end, so set it.
         som._sigma_decay_function = functools.partial(_minisom_sigma, sigma_end=self.sigma_end)
         if self.init == "pca":
             som.pca_weights_init(X)
@@ -325,14 +333,12 @@ class SOM(_MapQuality):
             som.random_weights_init(X)
         else:
             raise ValueError(f"unknown SOM init {self.init!r}: use 'pca' or 'random'")
-        self.weights_ = _from_minisom(som.get_weights())
-        history = [self.quantization_error(X)]
         if online:
             som.train(X, self.n_epochs, random_order=True, use_epochs=True, verbose=self.verbose)
         else:
             som.train_batch_offline(X, self.n_epochs, verbose=self.verbose)
         self.weights_ = _from_minisom(som.get_weights())
-        self.history_ = history + [self.quantization_error(X)]
+        self.history_ = [self.quantization_error(X)]
         self.minisom_ = som
 
     def _codebook(self) -> torch.Tensor:
