@@ -11,13 +11,17 @@ import io
 import numpy as np
 from astropy.visualization import make_lupton_rgb
 from PIL import Image
+from scipy.optimize import brentq
 
 BANDS = ("g", "r", "i")
 SDSS_FILTERS = ("sdss2010-g", "sdss2010-r", "sdss2010-i")
 AB_ZERO_FNU = 3631e-23  # erg s^-1 cm^-2 Hz^-1: 1 maggy
 C_ANGSTROM = 2.99792458e18  # speed of light, Å s^-1
 THUMBNAIL_MIN_SIZE = 128  # small IFU images are blown up (nearest pixel) so thumbnails stay legible
-LUPTON_Q = 8.0  # asinh softening; with the stretch below the brightest pixels just saturate
+LUPTON_WHITE, LUPTON_BLACK = 0.9, 0.06  # map levels (0-1) of the bright end and of the noise
+# Colour balance of SDSS gri composites in the Legacy Surveys viewer (legacysurvey/imagine `sdss_rgb`):
+# an old population comes out yellow-orange, a star-forming disc blue-white.
+COLOUR_WEIGHTS = {"g": 2.5, "r": 1.5, "i": 1.0}
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,7 +65,7 @@ def rebin_flux(image: np.ndarray, size: int) -> np.ndarray:
         0.0, None,
     )
     share = overlap * n  # fraction of each input pixel (width 1/n) that falls in each output pixel
-    return np.einsum("ji,...ik,lk->...jl", share, square, share).astype(np.float32)
+    return np.einsum("ji,...ik,lk->...jl", share, square, share, optimize=True).astype(np.float32)
 
 
 def native_gri(obs, cutout: np.ndarray | None = None) -> np.ndarray:
@@ -81,16 +85,40 @@ def native_gri(obs, cutout: np.ndarray | None = None) -> np.ndarray:
     return synthesise_gri(obs.wave, obs.flux, obs.bad).reshape(3, *spatial)
 
 
+def lupton_parameters(intensity: np.ndarray) -> tuple[float, float]:
+    """(stretch, Q) of the Lupton asinh map so the image's bright end is near white and its noise near black.
+
+    astropy's map is y = asinh(Q·I/stretch) · 0.1/asinh(0.1·Q). We ask y = LUPTON_WHITE at the 99.5th
+    percentile of the intensity and y = LUPTON_BLACK at twice the noise: two conditions, two parameters.
+    A noisy image gets a nearly linear map (small Q), a deep one a strongly compressed one (large Q).
+    """
+    covered = intensity != 0  # IFU images are exactly 0 outside the fibre bundle
+    peak = max(float(np.percentile(intensity[covered], 99.5)) if covered.any() else 0.0, 1e-30)
+    # Robust noise from neighbour differences: smooth galaxy light cancels, pixel noise does not
+    both = covered[:, 1:] & covered[:, :-1]
+    steps = np.abs(np.diff(intensity, axis=1))[both]
+    noise = 1.4826 * float(np.median(steps)) / np.sqrt(2.0) if steps.size else 0.0
+    ratio = max(2.0 * noise / peak, 1e-4)  # floor: a noiseless image still gets a finite dynamic range
+    target = LUPTON_BLACK / LUPTON_WHITE
+    if ratio >= target:  # even a linear map shows the noise: stay linear
+        return peak / LUPTON_WHITE, 1e-3
+    # a = Q·peak/stretch sets the shape: asinh(a·ratio)/asinh(a) falls from `ratio` (a→0) to 0 (a→∞)
+    a = brentq(lambda a: np.arcsinh(a * ratio) / np.arcsinh(a) - target, 1e-9, 1e12)
+    q = 10.0 * np.sinh(0.1 * np.arcsinh(a) / LUPTON_WHITE)
+    return q * peak / a, q
+
+
 def thumbnail_png(gri: np.ndarray) -> bytes:
     """PNG bytes of the asinh composite (i, r, g as red, green, blue) of a [3, h, w] nanomaggy image.
 
-    The stretch follows each galaxy's brightness (its 99.5th-percentile pixel just saturates), so faint and
-    bright galaxies both show their structure; Q is fixed, so colours stay comparable between thumbnails.
+    Bands are weighted by COLOUR_WEIGHTS; the map follows each image's brightness and noise
+    (``lupton_parameters``) and, being Lupton's, keeps colours, so thumbnails compare in colour.
     """
-    g, r, i = (np.nan_to_num(np.asarray(band, dtype=np.float64)) for band in gri)
-    peak = float(np.percentile((g + r + i) / 3.0, 99.5))
-    stretch = max(peak, 1e-12) * LUPTON_Q / np.sinh(LUPTON_Q)
-    rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=stretch, Q=LUPTON_Q)
+    g, r, i = (COLOUR_WEIGHTS[name] * np.nan_to_num(np.asarray(band, dtype=np.float64))
+               for name, band in zip(BANDS, gri))
+    stretch, q = lupton_parameters((g + r + i) / 3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by the intensity, 0 off the IFU
+        rgb = make_lupton_rgb(i, r, g, stretch=stretch, Q=q)
     rgb = rgb[::-1]  # images are stored with row 0 at the bottom (FITS); PNG rows start at the top
     repeat = int(np.ceil(THUMBNAIL_MIN_SIZE / max(rgb.shape[:2])))
     if repeat > 1:
