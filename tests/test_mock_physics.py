@@ -26,13 +26,13 @@ from precompute.ssp import C_KMS, attenuation, broaden, calzetti_k, d4000_narrow
 SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "bundle-schema.md"
 
 
-def build(seed, footprint=8.75, **forced):
+def build(seed, footprint=8.75, star_probability=0.0, **forced):
     """Draw a galaxy, force some parameters, synthesise and observe it with MaNGA (37-fibre bundle)."""
     rng = np.random.default_rng(seed)
     params = dataclasses.replace(draw_galaxy(rng, re_target_arcsec=5.0), disturbed=False, companion_fraction=0.0,
                                  tidal_fraction=0.0, **forced)
     model = synthesize(params, np.random.default_rng(seed + 1))
-    return model, observe(model, MANGA, footprint, np.random.default_rng(seed + 2))
+    return model, observe(model, MANGA, footprint, np.random.default_rng(seed + 2), star_probability)
 
 
 def rest_frame_sum(model, obs, radius_arcsec=None):
@@ -195,6 +195,34 @@ def test_noise_levels_and_flags(star_forming):
     sky = np.argmin(np.abs(obs.wave - 5578.9))
     assert obs.ivar[ny // 2, nx // 2, sky] < obs.ivar[ny // 2, nx // 2, sky + 30] / 100
     assert sky_noise_shape(np.array([5578.9]))[0] > 20
+
+
+def test_foreground_stars_are_flagged_and_add_light():
+    forced = dict(morphology="Sb", log_mstar=10.3, agn=False)
+    model, with_star = build(41, star_probability=1.0, **forced)
+    _, without = build(41, star_probability=0.0, **forced)
+    flagged = (with_star.mask & (1 << 3)).any(axis=-1)
+    assert flagged.any() and np.array_equal(flagged, with_star.foreground_star)
+    assert not (without.mask & (1 << 3)).any()
+    assert with_star.images["r"][flagged].sum() > 1.2 * without.images["r"][flagged].sum()
+    assert with_star.cutout[1].sum() > without.cutout[1].sum()
+
+
+def test_disturbed_systems_have_a_second_nucleus_and_tidal_light():
+    rng = np.random.default_rng(51)
+    params = dataclasses.replace(draw_galaxy(rng, re_target_arcsec=5.0), disturbed=True, companion_fraction=0.2,
+                                 companion_offset_arcsec=(4.0, 0.0), companion_dv_kms=250.0, tidal_fraction=0.05)
+    model = synthesize(params, np.random.default_rng(52))
+    names = [c.name for c in model.components]
+    assert "companion" in names and "tidal" in names
+    obs = observe(model, MANGA, 8.75, np.random.default_rng(53))
+    ny, nx = obs.flux.shape[:2]
+    # The companion (4″ to the west = +x) makes the light lopsided and moves at its own velocity.
+    profile = obs.images["r"][ny // 2]
+    companion_x = nx // 2 + 8
+    assert profile[companion_x] > 1.5 * profile[nx - 1 - companion_x]
+    v = obs.truth_maps["velocity_kms"]
+    assert v[ny // 2, companion_x] + v[ny // 2, nx - 1 - companion_x] > 50  # rotation cancels, +250 km/s does not
 
 
 # --- the survey ------------------------------------------------------------------------------------------

@@ -205,8 +205,12 @@ class ObservedGalaxy:
     info: dict = field(default_factory=dict)  # footprint, psf, noise levels, star
 
 
-def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float, rng: np.random.Generator) -> ObservedGalaxy:
-    """Render, blur, add noise and flags: the cube as the instrument would deliver it, plus truth."""
+def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float, rng: np.random.Generator,
+            star_probability: float = 0.06) -> ObservedGalaxy:
+    """Render, blur, add noise and flags: the cube as the instrument would deliver it, plus truth.
+
+    A foreground star falls on the footprint with ``star_probability``.
+    """
     p = model.params
     scale = instrument.pixel_scale
     ny, nx = instrument.grid_shape(footprint_radius)
@@ -267,7 +271,7 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
     # A foreground star now and then: a Milky Way star, so an unredshifted SSP spectrum.
     star = np.zeros((ny, nx), bool)
     info = {"footprint_radius": footprint_radius, "psf_fwhm": psf}
-    if rng.uniform() < 0.06:
+    if rng.uniform() < star_probability:
         radius, angle = rng.uniform(0.35, 0.85) * footprint_radius, rng.uniform(0, 2 * np.pi)
         sx, sy = radius * np.cos(angle), radius * np.sin(angle)
         spectrum = load_templates().spectrum(rng.choice([0.3, 1.0, 3.0, 9.0]), rng.uniform(-1.0, 0.3))

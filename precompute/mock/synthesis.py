@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import gamma, gammainc
 
-from ..ssp import C_KMS, SSPTemplates, attenuation, broaden, calzetti_k, d4000_narrow, load_templates, R_V_CALZETTI
+from ..ssp import SSPTemplates, attenuation, broaden, calzetti_k, d4000_narrow, load_templates, R_V_CALZETTI
 from . import lines
 from .photometry import band_weights
 from .population import SFH, GalaxyParams
@@ -223,7 +223,7 @@ def synthesize(params: GalaxyParams, rng: np.random.Generator, ssp: SSPTemplates
     sigma_bulge = float(np.clip(10 ** (2.1 + 0.25 * (np.log10(max(m_bulge, 1e7)) - 10.5)), 30, 350))
     re_d, re_b = p.re_disk_kpc / kpc, p.re_bulge_kpc / kpc
 
-    components, dust_radius = [], []  # dust_radius: node radii in arcsec, for the A_V profile
+    components = []  # (component, SFH mass fractions per node, log Z per node)
     if m_bulge > 0:
         name = "starburst" if p.morphology == "BCD" else "bulge"
         comp = Component(name, m_bulge, re_b, sersic_n=p.bulge_sersic, q=q_bulge,
