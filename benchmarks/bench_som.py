@@ -6,6 +6,8 @@
 Every map is trained on the same data with the same grid, Gaussian neighbourhood and σ schedule (exponential from
 half the grid side to 0.5 over the epochs) and measured with the same QE / TE code (TE with 4-neighbour adjacency).
 MiniSom runs once per method (it takes seconds per epoch); the torch SOM is timed as the fastest of --repeats fits.
+On cores shared with other jobs pass --threads 1: torch's OpenMP threads wait for each other at every operation,
+so one descheduled thread stalls the rest (measured here: 2 threads under load 6 ran 10-20× slower than 1).
 "Matching" is the torch SOM (mini-batches of 4096 or one batch per epoch) with the fewest epochs, up to --epochs,
 whose QE and TE are both ≤ the baseline's; failing that, whose QE alone is, and the TE of both is printed.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import numpy as np

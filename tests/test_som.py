@@ -155,6 +155,11 @@ def test_minisom_backend_through_the_same_api():
     # hexagonal TE uses the same 6 neighbours; QE does not depend on the layout but checks the weights).
     assert som.minisom_.quantization_error(X) == pytest.approx(som.quantization_error(X), rel=1e-4)
     assert som.minisom_.topographic_error(X) == pytest.approx(som.topographic_error(X), abs=1e-9)
+    # MiniSom's hexagonal U-matrix ([cols, rows from the bottom], scaled to max 1) is ours too. (Only with an odd
+    # row count: with an even one its distance_map's neighbour offsets disagree with its own lattice, cf. MiniSom
+    # issue #166.)
+    umatrix = som.umatrix()
+    assert np.allclose(umatrix / umatrix.max(), som.minisom_.distance_map(scaling="mean").T[::-1], atol=1e-5)
     # Rectangular: MiniSom counts diagonal nodes as adjacent too, so its TE cannot exceed ours.
     rect = SOM(rows=5, cols=6, n_epochs=5, backend="minisom").fit(X)
     assert rect.minisom_.topographic_error(X) <= rect.topographic_error(X)
