@@ -216,6 +216,14 @@ def test_foreground_star_spaxels_are_excluded():
     assert (g.spaxel_bins[2:4, 2:4] == -1).all() and not g.spaxel_ivar[2:4, 2:4].any()
 
 
+def test_masked_median_matches_numpy():
+    rng = np.random.default_rng(8)
+    values, good = rng.normal(size=(50, 31)), rng.random((50, 31)) > 0.3
+    good[0] = False
+    expected = [np.median(v[g]) if g.any() else np.nan for v, g in zip(values, good)]
+    assert np.allclose(prepare.masked_median(values, good), expected, equal_nan=True)
+
+
 def test_voronoi_edge_cases():
     x, y = np.meshgrid(np.arange(4.0), np.arange(4.0))
     x, y = x.ravel(), y.ravel()
@@ -265,6 +273,19 @@ def test_synthetic_photometry_matches_speclite():
     # Bad pixels are left out, not read as zero flux
     bad[(wave > 4500) & (wave < 4700)] = True
     assert np.allclose(images.synthesise_gri(wave, flambda[None], bad[None])[:, 0], ours, rtol=0.02)
+
+
+def test_thumbnail_keeps_noise_dark_and_the_galaxy_bright():
+    rng = np.random.default_rng(9)
+    yy, xx = np.indices((128, 128))
+    galaxy = 2.0 * np.exp(-np.hypot(xx - 64, yy - 64) / 6.0)
+    gri = np.stack([k * galaxy + rng.normal(0, 0.03, galaxy.shape) for k in (0.2, 0.6, 1.0)])  # a red galaxy
+    rgb = np.asarray(Image.open(io.BytesIO(images.thumbnail_png(gri))), dtype=float)
+    grey = rgb.mean(axis=-1)
+    assert rgb.shape == (128, 128, 3)
+    assert np.median(grey[:20, :20]) < 25 and grey[60:68, 60:68].mean() > 180
+    ring = np.abs(np.hypot(xx - 64, yy - 64) - 10) < 1
+    assert rgb[ring, 0].mean() > 1.2 * rgb[ring, 2].mean(), "i-bright light must show red, not blue"
 
 
 def test_thumbnail_is_an_rgb_png():
@@ -353,3 +374,19 @@ def test_cli_prepares_files_skips_a_bad_one_and_uses_the_catalogue(tmp_path, cap
     assert bundle.metrics["prepare"]["skipped"] == 1
     # The cube's own GIMG/RIMG/IIMG are used, rebinned with their total flux kept
     assert np.allclose(bundle.array("images/gri")[0].sum(axis=(1, 2)), [100, 200, 300], rtol=1e-5)
+
+
+def test_cli_prepares_the_mock_survey_with_its_truth(tmp_path):
+    assert prepare.main(["--mock", "2", "--seed", "3", "--out", str(tmp_path / "mock")]) == 0
+    bundle = Bundle(tmp_path / "mock")
+    table, bins = bundle.galaxies, bundle.bins
+    assert list(table.source) == ["mock:3:0", "mock:3:1"] and bundle.manifest["seed"] == 3
+    assert {"morphology", "log_mstar", "re_arcsec", "quenched"} <= set(table.columns)
+    assert {"log_age_lw", "ew_halpha", "velocity_kms", "sigma_kms"} <= set(bins.columns)
+    assert bins.log_age_lw.notna().all() and bins.radius_re.notna().all()
+    for g, row in table.iterrows():
+        spaxel_bins = bundle.arrays("spaxel_bins")[row.galaxy_id]
+        own = bins[bins.galaxy_index == g]
+        assert (np.bincount(spaxel_bins[spaxel_bins >= 0]) == own.n_spaxels.to_numpy()).all()
+    assert (bins.snr >= DEFAULT_CONFIG["prepare"]["min_bin_snr"]).all()
+    assert bundle.array("images/gri").shape == (2, 3, 64, 64)
