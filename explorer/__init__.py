@@ -4,5 +4,6 @@ Views read the bundle through explorer.data (loaded once per server process) and
 explorer.state.SelectionState. Nothing here imports torch.
 """
 import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  registers the Bokeh backend, so views can set its options
 
-hv.extension("bokeh", logo=False)
+hv.Store.set_current_backend("bokeh")

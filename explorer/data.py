@@ -96,13 +96,13 @@ class ExplorerData:
             raise BundleError(f"{self.path}: bins.parquet galaxy_index outside 0..{self.n_galaxies - 1}")
         self.index_of = pd.Series(np.arange(self.n_galaxies), index=galaxies["galaxy_id"])
 
-        self.desom1 = self.bundle.json("desom1/grid.json") if self.bundle.has("desom1") else None
+        self.desom1 = {**self.bundle.json("desom1/grid.json"), "name": "desom1"} if self.bundle.has("desom1") else None
         self.bin_node = self.bins["desom1_node"].to_numpy(np.int64) if self.desom1 else None
-        self.desom2 = self.bundle.json("desom2/grid.json") if self.bundle.has("desom2") else None
+        self.desom2 = {**self.bundle.json("desom2/grid.json"), "name": "desom2"} if self.bundle.has("desom2") else None
         self.galaxy_node2 = galaxies["desom2_node"].to_numpy(np.int64) if self.desom2 else None
         self.embeddings: dict = self.bundle.json("embeddings/index.json") if self.bundle.has("embeddings") else {}
         self.galaxies = self._with_derived_columns(galaxies)
-        self._node_statistics: dict = {}
+        self._cache: dict = {}
 
     # -- columns -------------------------------------------------------------------------------------------------
     def _with_derived_columns(self, galaxies: pd.DataFrame) -> pd.DataFrame:
@@ -171,7 +171,7 @@ class ExplorerData:
         """Per node of DESOM-1 (over its binned spectra) or DESOM-2 (over its galaxies): the median of a numeric
         galaxy column, or its most common category (as strings); NaN / None for empty nodes. Cached per process."""
         key = (column, level)
-        if key not in self._node_statistics:
+        if key not in self._cache:
             grid, node = (self.desom1, self.bin_node) if level == "desom1" else (self.desom2, self.galaxy_node2)
             values = self.galaxies[column]
             values = values.to_numpy()[self.bin_galaxy] if level == "desom1" else values.to_numpy()
@@ -182,8 +182,23 @@ class ExplorerData:
             else:
                 frame["value"] = as_categories(frame["value"])
                 out = frame.groupby("node")["value"].agg(lambda v: v.mode().iat[0]).reindex(range(k)).to_numpy(object)
-            self._node_statistics[key] = out
-        return self._node_statistics[key]
+            self._cache[key] = out
+        return self._cache[key]
+
+    def bin_values(self, column: str) -> np.ndarray:
+        """A galaxy column repeated for each binned spectrum (cached: views histogram it often)."""
+        key = ("bin_values", column)
+        if key not in self._cache:
+            self._cache[key] = self.galaxies[column].to_numpy()[self.bin_galaxy]
+        return self._cache[key]
+
+    def survey_histogram(self, column: str, edges: np.ndarray) -> np.ndarray:
+        """Density of a galaxy column over all binned spectra, on `edges` (cached)."""
+        key = ("survey_histogram", column, edges.tobytes())
+        if key not in self._cache:
+            values = self.bin_values(column).astype(float)
+            self._cache[key] = np.histogram(values, bins=edges, density=True)[0]
+        return self._cache[key]
 
     # -- embeddings ----------------------------------------------------------------------------------------------
     def umap(self, name: str) -> np.ndarray:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import panel as pn
+from panel.io.resources import CDN_DIST
+from panel.theme.fast import Fast
 
 from explorer.comparison import Comparison
 from explorer.data import ExplorerData, label, load_data, resolve_bundle_path
@@ -15,6 +17,23 @@ from explorer.state import SelectionState
 from precompute.bundle import BundleError
 
 TITLE = "Galaxy explorer"
+FONT = "-apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+
+
+class OfflineFast(Fast):
+    """The Fast design without its Google web font: offline (clusters, CI) that font is a failed request and a
+    console error on every page load. System fonts instead; Fast's own script from Panel's bundled copy."""
+
+    _resources = {
+        **{key: value for key, value in Fast._resources.items() if key != "font"},
+        "js_modules": {**Fast._resources["js_modules"], "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"},
+    }
+
+
+def template(**params) -> pn.template.FastListTemplate:
+    return pn.template.FastListTemplate(title=TITLE, accent=ACCENT, design=OfflineFast, font=FONT, font_url="",
+                                        **params)
+
 ACCENT = "#1f4e79"
 CSS = """
 .gallery-card { border: 1px solid #e5e5e5; border-radius: 4px; }
@@ -75,10 +94,10 @@ class Dashboard:
         if self.spectra:
             maps.append(("Binned spectra", self.spectra.view))
         top = [pn.Card(pn.Tabs(*maps, dynamic=True), title="Maps of the survey", collapsible=False,
-                       sizing_mode="stretch_both", min_height=500, min_width=500)] if maps else []
+                       sizing_mode="stretch_width", height=640, min_width=500)] if maps else []
         if self.som and self.som.view is not None:
             top.append(pn.Card(self.som.view, title="Self-organising maps", collapsible=False,
-                               sizing_mode="stretch_height", min_width=420))
+                               height=640, width=460, scroll=True))
         rows = [pn.Row(*top, sizing_mode="stretch_width")] if top else []
         if self.prototypes:
             rows.append(pn.Card(self.prototypes.view, title="Spectral types (DESOM-1 nodes)", collapsible=False,
@@ -114,8 +133,7 @@ python -m precompute build --out {path}
 or point the dashboard at another bundle: `panel serve app.py --args <bundle>` or
 `GALAXY_EXPLORER_BUNDLE=<bundle> panel serve app.py`.
 """
-    return pn.template.FastListTemplate(title=TITLE, main=[pn.pane.Markdown(text, name="no-bundle")],
-                                        accent=ACCENT)
+    return template(main=[pn.pane.Markdown(text, name="no-bundle")])
 
 
 def create_app(path=None):
@@ -127,9 +145,6 @@ def create_app(path=None):
     except BundleError as err:
         return missing_bundle_page(path, str(err))
     dashboard = Dashboard(data)
-    template = pn.template.FastListTemplate(
-        title=TITLE, sidebar=dashboard.sidebar(), main=dashboard.main(), accent=ACCENT,
-        sidebar_width=280, main_layout=None,
-    )
-    template.dashboard = dashboard  # tests and the benchmark reach the session's state through it
-    return template
+    page = template(sidebar=dashboard.sidebar(), main=dashboard.main(), sidebar_width=280, main_layout=None)
+    page.dashboard = dashboard  # tests and the benchmark reach the session's state through it
+    return page

@@ -8,6 +8,7 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 import panel as pn
+import param
 
 from explorer.colours import as_categories
 from explorer.data import ExplorerData, label
@@ -33,11 +34,11 @@ NODE_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 MAX_NODES = len(NODE_COLOURS)
 
 
-def nodes_to_show(data: ExplorerData, nodes: list[int], spectra: np.ndarray, max_nodes: int = 3) -> list[int]:
-    """The selected nodes (up to MAX_NODES), else the `max_nodes` nodes holding most of the selected spectra."""
+def nodes_to_show(nodes: list[int], hits: np.ndarray, max_nodes: int = 3) -> list[int]:
+    """The selected nodes (up to MAX_NODES), else the `max_nodes` nodes holding most of the selected spectra
+    (`hits` = selected spectra per node)."""
     if nodes:
         return list(nodes)[:MAX_NODES]
-    hits = data.node_hits(spectra)
     top = np.argsort(hits, kind="stable")[::-1][:max_nodes]
     return [int(k) for k in top if hits[k] > 0]
 
@@ -82,13 +83,14 @@ def prototype_plot(data: ExplorerData, nodes: list[int]) -> hv.Overlay:
         top = max(top, float(np.nanmax(proto)))
     overlay *= line_markers((wave[0], wave[-1]), top * 1.02)
     title = ("Prototype spectra of " + ", ".join(node_name(data, k) for k in nodes)) if nodes else "No spectra selected"
-    return overlay.opts(hv.opts.Overlay(title=title, legend_position="top_right", responsive=True, min_height=330,
-                                        ylim=(0, top * 1.25), show_grid=True))
+    return overlay.opts(hv.opts.Overlay(title=title, legend_position="right", responsive=True, min_height=330,
+                                        ylim=(0, top * 1.25), show_grid=True,
+                                        legend_opts={"label_text_font_size": "8pt", "spacing": 0}))
 
 
 def distribution_plot(data: ExplorerData, nodes: list[int], column: str) -> hv.Overlay:
     """Empirical distribution of `column` among each node's member spectra, against the whole survey (grey)."""
-    bins_values = data.galaxies[column].to_numpy()[data.bin_galaxy]
+    bins_values = data.bin_values(column)
     title = f"{label(column)} of the nodes' members"
     if data.colour_columns.get(column) == "categorical":
         categories = as_categories(data.galaxies[column]).to_numpy()[data.bin_galaxy]
@@ -109,7 +111,7 @@ def distribution_plot(data: ExplorerData, nodes: list[int], column: str) -> hv.O
         edges = np.histogram_bin_edges(finite, bins=24)
         pdfs = None
     kx = hv.Dimension(column, label=label(column))
-    survey, _ = np.histogram(bins_values.astype(float), bins=edges, density=True)
+    survey = data.survey_histogram(column, edges)
     overlay = hv.Histogram((edges, survey), kdims=[kx], vdims=["density"], label="all spectra").opts(
         fill_color="#cccccc", line_color="#999999", alpha=0.6)
     for k, colour in zip(nodes, NODE_COLOURS):
@@ -120,17 +122,22 @@ def distribution_plot(data: ExplorerData, nodes: list[int], column: str) -> hv.O
     return overlay.opts(hv.opts.Overlay(title=title, responsive=True, min_height=330, legend_position="top_right"))
 
 
+class ShownNodes(param.Parameterized):
+    nodes = param.List(default=[], item_type=int)
+
+
 class PrototypeSpectra:
-    """Prototype spectra and property distributions for the selected (or most populated) DESOM-1 nodes."""
+    """Prototype spectra and property distributions for the selected (or most populated) DESOM-1 nodes.
+    The plots follow the nodes shown, not the selection: most selection changes leave them untouched."""
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
-        spectra = hv.DynamicMap(pn.bind(self._spectra, nodes=state.param.nodes, galaxies=state.param.galaxies,
-                                        spectra=state.param.spectra))
+        self.shown = ShownNodes(nodes=self.shown_nodes())
+        state.param.watch(self._follow, ["nodes", "galaxies", "spectra"])
+        spectra = hv.DynamicMap(pn.bind(self._spectra, nodes=self.shown.param.nodes))
         self.spectra_pane = pn.pane.HoloViews(spectra, sizing_mode="stretch_width", min_height=330,
                                               name="prototype-spectra")
-        distribution = hv.DynamicMap(pn.bind(self._distribution, nodes=state.param.nodes,
-                                             galaxies=state.param.galaxies, spectra=state.param.spectra,
+        distribution = hv.DynamicMap(pn.bind(self._distribution, nodes=self.shown.param.nodes,
                                              column=state.param.colour_by))
         self.distribution_pane = pn.pane.HoloViews(distribution, sizing_mode="stretch_width", min_height=330)
         self.view = pn.Row(pn.Column(self.spectra_pane, sizing_mode="stretch_width"),
@@ -138,10 +145,15 @@ class PrototypeSpectra:
                            sizing_mode="stretch_width")
 
     def shown_nodes(self) -> list[int]:
-        return nodes_to_show(self.data, self.state.nodes, self.state.selected_spectra)
+        return nodes_to_show(self.state.nodes, self.state.node_hits)
 
-    def _spectra(self, nodes, galaxies, spectra):
-        return prototype_plot(self.data, self.shown_nodes())
+    def _follow(self, *_):
+        nodes = self.shown_nodes()
+        if nodes != self.shown.nodes:
+            self.shown.nodes = nodes
 
-    def _distribution(self, nodes, galaxies, spectra, column):
-        return distribution_plot(self.data, self.shown_nodes(), column)
+    def _spectra(self, nodes):
+        return prototype_plot(self.data, nodes)
+
+    def _distribution(self, nodes, column):
+        return distribution_plot(self.data, nodes, column)

@@ -38,7 +38,8 @@ def galaxy_frame(data: ExplorerData, embedding: str, colour_by: str) -> pd.DataF
         raise KeyError(f"cannot colour by {colour_by!r}: not a galaxy property of {data.path}")
     if data.hover_thumbnails is not None:
         frame["thumb"] = data.hover_thumbnails
-    return frame
+    # plain object arrays: HoloViews scans string columns on every update, and Arrow-backed strings iterate slowly
+    return frame.astype({c: object for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])})
 
 
 def _tooltip(frame: pd.DataFrame, colour_by: str) -> HoverTool:
@@ -53,9 +54,10 @@ def _tooltip(frame: pd.DataFrame, colour_by: str) -> HoverTool:
 
 
 def galaxy_points(data: ExplorerData, embedding: str, colour_by: str) -> hv.Points:
-    """The scatter of every galaxy in `embedding`'s UMAP, coloured by `colour_by`."""
+    """The scatter of every galaxy in `embedding`'s UMAP, coloured by `colour_by`; row g is galaxy g."""
     frame = galaxy_frame(data, embedding, colour_by)
     vdims = [c for c in frame.columns if c not in ("umap_1", "umap_2")]
+    vdims[vdims.index("colour")] = hv.Dimension("colour", label=label(colour_by))
     points = hv.Points(frame, kdims=["umap_1", "umap_2"], vdims=vdims)
     if data.colour_columns[colour_by] == "categorical":
         colour_opts = dict(cmap=category_colours(colour_by, data.galaxies[colour_by]), show_legend=True,
@@ -67,44 +69,57 @@ def galaxy_points(data: ExplorerData, embedding: str, colour_by: str) -> hv.Poin
     return points.opts(
         color="colour", marker=hv.dim("split").categorize(MARKERS, default="circle"),
         size=hv.dim("split").categorize({"train": size, "val": size * 1.6}, default=size),
-        line_color="white", line_width=0.3, alpha=0.9, nonselection_alpha=0.9, selection_alpha=0.9,
+        line_color="white", line_width=0.3, alpha=0.9,
+        selection_alpha=1.0, selection_line_color="black", nonselection_alpha=0.12,
         tools=[_tooltip(frame, colour_by), "box_select", "lasso_select"], active_tools=["box_select"],
         xlabel=f"UMAP 1 ({embedding})", ylabel=f"UMAP 2 ({embedding})",
         title=f"Galaxies in the {embedding} embedding — coloured by {label(colour_by)} (○ train, ☆ validation)",
-        responsive=True, min_height=420, show_grid=True, **colour_opts,
+        responsive=True, height=520, show_grid=True, **colour_opts,
     )
 
 
-def selection_rings(data: ExplorerData, embedding: str, galaxies: np.ndarray | None) -> hv.Points:
-    """Selected galaxies drawn as rings over the base scatter (nothing when the whole survey is selected)."""
-    xy = np.asarray(data.umap(embedding))
-    chosen = np.zeros(0, np.int64) if galaxies is None else np.asarray(galaxies)
-    return hv.Points((xy[chosen, 0], xy[chosen, 1]), kdims=["umap_1", "umap_2"]).opts(
-        marker="circle", size=11, fill_alpha=0, line_color=SELECTION_COLOUR, line_width=1.5, tools=[])
+def selected_rows(data: ExplorerData, galaxies: np.ndarray | None) -> list[int]:
+    """Rows of the galaxy scatter to draw as selected ([] = no selection: every point drawn normally)."""
+    return [] if galaxies is None else np.sort(np.asarray(galaxies)).tolist()
 
 
 class GalaxyScatter:
-    """The linked galaxy scatter: box / lasso selections go to the state, the state's selection is drawn."""
+    """The linked galaxy scatter: box / lasso selections go to the state, and the state's selection is drawn by
+    Bokeh itself (selected points opaque, the others faded). A selection change only sets the rendered
+    sources' selected indices: the plot is not rebuilt, so its cost does not grow with the survey."""
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
-        self.pane = pn.pane.HoloViews(sizing_mode="stretch_both", min_height=420, name="galaxy-scatter")
-        self.rings = hv.DynamicMap(pn.bind(self._rings, galaxies=state.param.galaxies))
+        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=520, name="galaxy-scatter")
+        self._sources: list = []  # Bokeh ColumnDataSources of the rendered plot(s) of this session
         self._rebuild()
         state.param.watch(self._rebuild, ["embedding", "colour_by"])
-
-    def _rings(self, galaxies):
-        return selection_rings(self.data, self.state.embedding, galaxies)
+        state.param.watch(self._show_selection, ["galaxies"])
 
     def _rebuild(self, *_):
-        base = galaxy_points(self.data, self.state.embedding, self.state.colour_by)
-        self.selection = hv.streams.Selection1D(source=base)
+        self._sources = []
+        points = galaxy_points(self.data, self.state.embedding, self.state.colour_by).opts(hooks=[self._remember])
+        self.selection = hv.streams.Selection1D(source=points)
         self.selection.param.watch(self._on_select, "index")
-        self.pane.object = (base * self.rings).opts(hv.opts.Overlay(responsive=True, min_height=420))
+        self.pane.object = points
+
+    def _remember(self, plot, element) -> None:
+        """HoloViews hook, run when the plot is rendered: keep its source to draw selections on."""
+        source = plot.handles["source"]
+        if source not in self._sources:
+            self._sources.append(source)
+        source.selected.indices = selected_rows(self.data, self.state.galaxies)
+
+    def _show_selection(self, *_):
+        rows = selected_rows(self.data, self.state.galaxies)
+        for source in self._sources:
+            source.selected.indices = rows
 
     def _on_select(self, event) -> None:
-        if event.new:  # an empty event is a click on empty space: keep the selection (Clear resets it)
+        if event.new:
             self.state.select_galaxies(event.new, how=f"box/lasso on the {self.state.embedding} UMAP")
+        else:  # a click on empty space clears Bokeh's selection but not the state's (Clear does that): redraw it
+            self._show_selection()
 
 
 def spectra_plot(data: ExplorerData, x: str, y: str, spectra: np.ndarray | None):

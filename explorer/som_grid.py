@@ -16,7 +16,7 @@ from explorer.data import ExplorerData, label
 from explorer.state import SelectionState
 
 MODES = ("Hits of selection", "Median of colour-by", "U-matrix")
-CELL = 24  # screen pixels per node, so markers tile the frame
+CELL = 20  # screen pixels per node, so markers tile the frame
 
 
 def node_xy(grid: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -27,14 +27,16 @@ def node_xy(grid: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def som_points(grid: dict, values, title: str, value_label: str, cmap, hits=None, categorical=None) -> hv.Points:
-    """One marker per node coloured by `values` (NaN / None = empty node, drawn light grey)."""
+    """One marker per node coloured by `values` (NaN / None = empty node, drawn light grey).
+    Coordinates are named after the map (grid["name"]) so Panel does not link the axes of different maps."""
     x, y = node_xy(grid)
     k = grid["rows"] * grid["cols"]
     row, col = np.divmod(np.arange(k), grid["cols"])
-    frame = pd.DataFrame({"x": x, "y": y, "node": np.arange(k), "row": row, "col": col,
+    kx, ky = _kdims(grid)
+    frame = pd.DataFrame({kx.name: x, ky.name: y, "node": np.arange(k), "row": row, "col": col,
                           "value": values, "hits": np.zeros(k, int) if hits is None else hits})
     vdims = [hv.Dimension("value", label=value_label), "node", "row", "col", "hits"]
-    points = hv.Points(frame, kdims=["x", "y"], vdims=vdims)
+    points = hv.Points(frame, kdims=_kdims(grid), vdims=vdims)
     if categorical:
         colour = dict(cmap={**categorical, "n/a": EMPTY_COLOUR}, show_legend=False, colorbar=False)
     else:
@@ -51,83 +53,112 @@ def som_points(grid: dict, values, title: str, value_label: str, cmap, hits=None
     )
 
 
-def node_rings(grid: dict, nodes) -> hv.Points:
-    x, y = node_xy(grid)
-    nodes = list(nodes)
-    return hv.Points((x[nodes], y[nodes]), kdims=["x", "y"]).opts(
-        marker="square", size=CELL - 1, fill_alpha=0, line_color=SELECTION_COLOUR, line_width=2.5, tools=[])
+def _kdims(grid: dict) -> list[hv.Dimension]:
+    name = grid.get("name", "som")
+    return [hv.Dimension(f"{name}_col", label="SOM column"), hv.Dimension(f"{name}_row", label="SOM row")]
 
 
-def desom1_map(data: ExplorerData, mode: str, spectra: np.ndarray, colour_by: str) -> hv.Points:
-    """DESOM-1 coloured by `mode` for the selected `spectra`."""
-    grid = data.desom1
-    all_hits = data.bundle.array("desom1/hits")
+def selection_hits(data: ExplorerData, level: str, state: SelectionState) -> np.ndarray:
+    """Selected members per node: binned spectra on DESOM-1, galaxies on DESOM-2."""
+    if level == "desom1":
+        return state.node_hits
+    return np.bincount(data.galaxy_node2[state.selected], minlength=data.desom2["rows"] * data.desom2["cols"])
+
+
+def hits_colouring(level: str, hits: np.ndarray) -> tuple[np.ndarray, str]:
+    """Node values (NaN = no selected member, drawn grey) and title of the hit map."""
+    what = "binned spectra" if level == "desom1" else "galaxies"
+    return np.where(hits > 0, hits, np.nan), f"{LEVEL_NAMES[level]}: {hits.sum():,} selected {what} per node"
+
+
+LEVEL_NAMES = {"desom1": "DESOM-1", "desom2": "DESOM-2"}
+
+
+def som_map(data: ExplorerData, level: str, mode: str, hits: np.ndarray, colour_by: str) -> hv.Points:
+    """DESOM-1 (`level="desom1"`, spectra) or DESOM-2 (galaxies) coloured by `mode`; `hits` = selected members
+    per node."""
+    grid = getattr(data, level)
+    all_hits = data.bundle.array(f"{level}/hits")
+    name = LEVEL_NAMES[level]
     if mode == MODES[0]:
-        hits = data.node_hits(spectra)
-        values = np.where(hits > 0, hits, np.nan)
-        return som_points(grid, values, f"DESOM-1: {hits.sum():,} selected binned spectra per node",
-                          "selected spectra", HITS_CMAP, hits=all_hits)
+        values, title = hits_colouring(level, hits)
+        return som_points(grid, values, title, "selected " + ("spectra" if level == "desom1" else "galaxies"),
+                          HITS_CMAP, hits=all_hits)
     if mode == MODES[1]:
-        values = data.node_statistic(colour_by, "desom1")
+        values = data.node_statistic(colour_by, level)
         categorical = (category_colours(colour_by, data.galaxies[colour_by])
                        if data.colour_columns[colour_by] == "categorical" else None)
-        word = "most common" if categorical else "median"
-        return som_points(grid, values, f"DESOM-1: {word} {label(colour_by)} of member spectra", label(colour_by),
-                          PROPERTY_CMAP, hits=all_hits, categorical=categorical)
+        members = "member spectra" if level == "desom1" else "member galaxies"
+        title = f"{name}: {'most common' if categorical else 'median'} {label(colour_by)} of {members}"
+        return som_points(grid, values, title, label(colour_by), PROPERTY_CMAP, hits=all_hits, categorical=categorical)
     if mode == MODES[2]:
-        values = np.asarray(data.bundle.array("desom1/umatrix"), float).ravel()
-        return som_points(grid, values, "DESOM-1: U-matrix (mean latent distance to neighbours)",
+        values = np.asarray(data.bundle.array(f"{level}/umatrix"), float).ravel()
+        return som_points(grid, values, f"{name}: U-matrix (mean latent distance to neighbours)",
                           "U-matrix distance", UMATRIX_CMAP, hits=all_hits)
     raise ValueError(f"unknown SOM colouring {mode!r}; choose one of {MODES}")
 
 
-def desom2_map(data: ExplorerData, mode: str, galaxies: np.ndarray, colour_by: str) -> hv.Points:
-    """DESOM-2 (fingerprints) coloured by `mode` for the selected `galaxies`."""
-    grid = data.desom2
-    k = grid["rows"] * grid["cols"]
-    all_hits = data.bundle.array("desom2/hits")
-    if mode == MODES[0]:
-        hits = np.bincount(data.galaxy_node2[galaxies], minlength=k)
-        return som_points(grid, np.where(hits > 0, hits, np.nan), f"DESOM-2: {len(galaxies):,} selected galaxies per node",
-                          "selected galaxies", HITS_CMAP, hits=all_hits)
-    if mode == MODES[1]:
-        values = data.node_statistic(colour_by, "desom2")
-        categorical = (category_colours(colour_by, data.galaxies[colour_by])
-                       if data.colour_columns[colour_by] == "categorical" else None)
-        return som_points(grid, values, f"DESOM-2: {'most common' if categorical else 'median'} {label(colour_by)}",
-                          label(colour_by), PROPERTY_CMAP, hits=all_hits, categorical=categorical)
-    if mode == MODES[2]:
-        values = np.asarray(data.bundle.array("desom2/umatrix"), float).ravel()
-        return som_points(grid, values, "DESOM-2: U-matrix", "U-matrix distance", UMATRIX_CMAP, hits=all_hits)
-    raise ValueError(f"unknown SOM colouring {mode!r}; choose one of {MODES}")
+class SomMap:
+    """One SOM grid linked to the state. The plot is rebuilt only when the colouring or the colour-by property
+    changes; on a selection change only the node colours (hit map) and the outlined nodes go to the browser."""
+
+    def __init__(self, data: ExplorerData, state: SelectionState, level: str, mode: pn.widgets.Widget):
+        self.data, self.state, self.level, self.mode = data, state, level, mode
+        self.pane = pn.pane.HoloViews(name=f"{level}-map", linked_axes=False)
+        self._handles: list[dict] = []  # Bokeh models of the rendered plot(s): source, colour mapper, figure
+        self._rebuild()
+        mode.param.watch(self._rebuild, "value")
+        state.param.watch(self._rebuild, ["colour_by"])
+        state.param.watch(self._update, ["galaxies", "spectra", "nodes", "nodes2"])
+
+    @property
+    def selected_nodes(self) -> list[int]:
+        return self.state.nodes if self.level == "desom1" else self.state.nodes2
+
+    def _rebuild(self, *_):
+        self._handles = []
+        element = som_map(self.data, self.level, self.mode.value, selection_hits(self.data, self.level, self.state),
+                          self.state.colour_by)
+        element = element.opts(hooks=[self._remember], selection_line_color=SELECTION_COLOUR, selection_line_width=3,
+                               selection_alpha=1.0, nonselection_alpha=1.0)
+        self.tap = hv.streams.Selection1D(source=element)
+        self.tap.param.watch(self._on_tap, "index")
+        self.pane.object = element
+
+    def _remember(self, plot, element) -> None:
+        """HoloViews hook, run when the plot is rendered: keep the models that selection changes update."""
+        self._handles.append(plot.handles)
+        plot.handles["source"].selected.indices = list(self.selected_nodes)
+
+    def _update(self, *_):
+        hits_mode = self.mode.value == MODES[0]
+        if hits_mode:
+            values, title = hits_colouring(self.level, selection_hits(self.data, self.level, self.state))
+            low, high = finite_range(values)
+        for handles in self._handles:
+            source = handles["source"]
+            if hits_mode:
+                source.data["value"] = values
+                handles["color_color_mapper"].update(low=low, high=high)
+                handles["plot"].title.text = title
+            source.selected.indices = list(self.selected_nodes)
+
+    def _on_tap(self, event) -> None:
+        if not event.new:  # a tap beside the nodes clears Bokeh's selection, not the state's
+            self._update()
+        elif self.level == "desom1":
+            self.state.select_nodes(event.new)
+        else:
+            self.state.select_nodes2(event.new)
 
 
 class SomGrids:
-    """DESOM-1 and DESOM-2 maps linked to the state (either may be absent from a bundle)."""
+    """DESOM-1 and DESOM-2 maps with one colouring switch (either map may be absent from a bundle)."""
 
     def __init__(self, data: ExplorerData, state: SelectionState):
-        self.data, self.state = data, state
         self.mode = pn.widgets.RadioButtonGroup(name="SOM colouring", options=list(MODES), value=MODES[0],
                                                 button_type="light", button_style="outline")
-        panes = []
-        if data.desom1:
-            map1 = hv.DynamicMap(pn.bind(self._map1, mode=self.mode, galaxies=state.param.galaxies,
-                                         spectra=state.param.spectra, colour_by=state.param.colour_by))
-            self.tap1 = hv.streams.Selection1D(source=map1)
-            self.tap1.param.watch(lambda e: e.new and state.select_nodes(e.new), "index")
-            rings1 = hv.DynamicMap(pn.bind(lambda nodes: node_rings(data.desom1, nodes), nodes=state.param.nodes))
-            panes.append(pn.pane.HoloViews(map1 * rings1, name="desom1-map"))
-        if data.desom2:
-            map2 = hv.DynamicMap(pn.bind(self._map2, mode=self.mode, galaxies=state.param.galaxies,
-                                         colour_by=state.param.colour_by))
-            self.tap2 = hv.streams.Selection1D(source=map2)
-            self.tap2.param.watch(lambda e: e.new and state.select_nodes2(e.new), "index")
-            rings2 = hv.DynamicMap(pn.bind(lambda nodes: node_rings(data.desom2, nodes), nodes=state.param.nodes2))
-            panes.append(pn.pane.HoloViews(map2 * rings2, name="desom2-map"))
+        self.maps = {level: SomMap(data, state, level, self.mode) for level in ("desom1", "desom2")
+                     if getattr(data, level)}
+        panes = [m.pane for m in self.maps.values()]
         self.view = pn.Column(self.mode, pn.FlexBox(*panes), sizing_mode="stretch_width") if panes else None
-
-    def _map1(self, mode, galaxies, spectra, colour_by):
-        return desom1_map(self.data, mode, self.state.selected_spectra, colour_by)
-
-    def _map2(self, mode, galaxies, colour_by):
-        return desom2_map(self.data, mode, self.state.selected, colour_by)

@@ -31,6 +31,7 @@ class SelectionState(param.Parameterized):
         params.setdefault("embedding", next(iter(data.embeddings), ""))
         super().__init__(**params)
         self.data = data
+        self._derived: dict = {}  # arrays derived from the current selection, shared by the views
 
     # -- what is selected --------------------------------------------------------------------------------------
     @property
@@ -40,11 +41,25 @@ class SelectionState(param.Parameterized):
 
     @property
     def selected_spectra(self) -> np.ndarray:
-        if self.spectra is not None:
-            return self.spectra
-        if self.galaxies is None:
-            return np.arange(self.data.n_bins)
-        return self.data.spectra_of(self.galaxies)
+        """Indices s of the selected binned spectra; computed once per selection, however many views ask."""
+        key = (id(self.galaxies), id(self.spectra))
+        if self._derived.get("key") != key:
+            if self.spectra is not None:
+                spectra = self.spectra
+            elif self.galaxies is None:
+                spectra = np.arange(self.data.n_bins)
+            else:
+                spectra = self.data.spectra_of(self.galaxies)
+            self._derived = {"key": key, "spectra": spectra}
+        return self._derived["spectra"]
+
+    @property
+    def node_hits(self) -> np.ndarray:
+        """Selected binned spectra per DESOM-1 node."""
+        spectra = self.selected_spectra
+        if "hits" not in self._derived:
+            self._derived["hits"] = self.data.node_hits(spectra)
+        return self._derived["hits"]
 
     @property
     def selected_ids(self) -> list[str]:
