@@ -6,8 +6,8 @@ interpolation between pixels, and emission lines are added as pixel-integrated G
 (a Gaussian, separable, applied as two small matrix products) blurs everything at once.
 
 Noise follows MaNGA's design, which integrates until the outskirts reach a fixed depth: per galaxy the
-sky/read level is set so that the rim of the footprint has S/N ≈ 2–5 per spaxel and pixel (4500–5500 Å), and
-a source (Poisson-like) term caps the centre at S/N ≈ 25–55. Sky lines are *not* masked, as in MaNGA
+sky/read level is set so that the rim of the footprint (or 2 R_e, if closer) has S/N ≈ 2.5–5 per spaxel and
+pixel (4500–5500 Å), and a source (Poisson-like) term caps the centre at S/N ≈ 25–55. Sky lines are *not* masked, as in MaNGA
 cubes: the noise is raised strongly at the bright night-sky lines ([OI] 5577, NaD 5890/5896, [OI] 6300/6364
 and the OH forest) so preparation must mask them. Observed pixels bluer than the templates' rest coverage
 (3622 Å × (1+z)) have no model and are flagged DONOTUSE with zero flux.
@@ -286,8 +286,10 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
 
     # Noise levels: sky/read from the rim S/N target, a source term from the centre's.
     snr_edge, snr_centre = rng.uniform(2.5, 5.0), rng.uniform(25.0, 55.0)
-    rim = covered & (hexd > 0.8) & (hexd <= 1.0)
-    f_edge = max(float(np.median(galaxy_window[rim])), 1e-6)
+    # The faint reference is the rim, or 2 R_e for galaxies that fill only part of the footprint.
+    r_ref = min(0.9 * footprint_radius * np.sqrt(3) / 2, 2.0 * model.truth["re_arcsec"])
+    ring = covered & (np.abs(np.hypot(x, y) - r_ref) < scale)
+    f_edge = max(float(np.median(galaxy_window[ring])), 1e-6)
     f_centre = max(float(galaxy_window[covered].max()), f_edge)
     source = max((f_centre**2 / snr_centre**2 - f_edge**2 / snr_edge**2) / max(f_centre - f_edge, 1e-12), 0.0)
     sky2 = max(f_edge**2 / snr_edge**2 - source * f_edge, 1e-4 * f_edge**2)
