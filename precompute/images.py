@@ -34,8 +34,8 @@ def _sdss_filters():
 def synthesise_gri(wave: np.ndarray, flux: np.ndarray, bad: np.ndarray, flux_unit: float = 1e-17) -> np.ndarray:
     """AB nanomaggies in the SDSS g, r, i filters (speclite curves) of spectra ``flux[..., n_wave]``.
 
-    ``flux`` is f_λ in ``flux_unit`` erg s⁻¹ cm⁻² Å⁻¹ on the observed-frame ``wave`` (Å). Bad pixels are left
-    out of both the source and the AB reference integrals, so a band is the mean f_ν over its good, covered
+    ``flux`` is f_λ in ``flux_unit`` erg s⁻¹ cm⁻² Å⁻¹ on the observed-frame ``wave`` (Å). Bad pixels are
+    left out of both the source and the AB reference integrals, so a band is the mean f_ν over its good, covered
     part; a band with no good pixel at all is 0. Returns float32 ``[3, *flux.shape[:-1]]``.
     """
     response = np.stack([f(wave) for f in _sdss_filters()])  # [3, n_wave], zero outside each curve
@@ -57,7 +57,7 @@ def rebin_flux(image: np.ndarray, size: int) -> np.ndarray:
     """
     ny, nx = image.shape[-2:]
     n = max(ny, nx)
-    pad = [(0, 0)] * (image.ndim - 2) + [((n - ny) // 2, n - ny - (n - ny) // 2), ((n - nx) // 2, n - nx - (n - nx) // 2)]
+    pad = [(0, 0)] * (image.ndim - 2) + [((n - m) // 2, n - m - (n - m) // 2) for m in (ny, nx)]
     square = np.pad(np.asarray(image, dtype=np.float64), pad)
     edges_in, edges_out = np.linspace(0.0, 1.0, n + 1), np.linspace(0.0, 1.0, size + 1)
     overlap = np.clip(

@@ -113,7 +113,7 @@ def to_rest_frame(wave, flux, ivar, bad, redshift, grid, source="input"):
         raise InputError(
             source,
             f"covers {edges[0]:.0f}–{edges[-1]:.0f} Å rest-frame (z = {redshift:.4f}), "
-            f"grid needs {grid[0]:.0f}–{grid[-1]:.0f} Å",
+            f"grid needs {grid[0]:.0f}–{grid[-1]:.0f} Å (config prepare.wave_min / wave_max)",
         )
     # Only the input pixels that reach the grid: a MaNGA cube's red half never does
     first = max(np.searchsorted(edges, grid_edges[0], side="right") - 1, 0)
@@ -252,7 +252,7 @@ def _redshift(obs: Observation, source: str) -> float:
 
 
 def _number(value) -> float:
-    return np.nan if value is None else float(value)
+    return np.nan if value is None else float(value)  # headers and catalogues give None for unknown
 
 
 def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None = None,
@@ -270,7 +270,7 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
     truth = dict(truth or {})
     z = _redshift(obs, source)
     grid = rest_frame_grid(prepare_config)
-    norm_window, snr_window = prepare_config["norm_window"], _snr_window(prepare_config)
+    norm_window = prepare_config["norm_window"]
     spatial = obs.spatial_shape if obs.is_cube else (1, 1)
     n_spaxels = int(np.prod(spatial))
     flux, ivar, bad = to_rest_frame(
@@ -287,75 +287,24 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
     spaxel_flux = np.where(spaxel_good, flux / np.where(usable, norm, 1.0)[:, None], 0.0)
     spaxel_ivar = np.where(spaxel_good, ivar * (norm**2)[:, None], 0.0)
 
-    # Spaxel positions in arcsec from the cube centre, along the pixel axes
-    row_idx, col_idx = np.indices(spatial).reshape(2, -1)
     if obs.is_cube:
         if not obs.pixel_scale:
             raise InputError(source, "cube has no pixel scale (arcsec per spaxel)")
+        labels = _voronoi_labels(flux, ivar, bad, usable, spatial, grid, prepare_config, source)
+        row_idx, col_idx = np.indices(spatial).reshape(2, -1)
         x_arcsec = (col_idx - (spatial[1] - 1) / 2) * obs.pixel_scale
         y_arcsec = (row_idx - (spatial[0] - 1) / 2) * obs.pixel_scale
-        signal, noise = signal_and_noise(flux, ivar, bad, grid, snr_window)
-        with np.errstate(invalid="ignore"):
-            candidate = usable & (signal / noise >= prepare_config["min_spaxel_snr"]) & (noise > 0)
-        if not candidate.any():
-            raise InputError(source, f"no spaxel reaches S/N {prepare_config['min_spaxel_snr']} "
-                                     f"near the normalisation window")
-        labels = np.full(n_spaxels, -1)
-        labels[candidate] = voronoi_bins(col_idx[candidate].astype(float), row_idx[candidate].astype(float),
-                                         signal[candidate], noise[candidate], prepare_config["target_snr"])
     else:  # a fibre or extracted spectrum: one bin, position unknown
-        x_arcsec = y_arcsec = np.full(1, np.nan)
-        labels = np.zeros(1, dtype=int)
-    n_bins = int(labels.max()) + 1
+        labels, x_arcsec, y_arcsec = np.zeros(1, dtype=int), np.full(1, np.nan), np.full(1, np.nan)
 
     weight = np.where(labels >= 0, norm, 0.0)  # flux weights: each spaxel's mean flux in the window
-    bin_flux, bin_ivar, bin_bad = coadd(flux, ivar, bad, weight, labels, n_bins)
-    bin_norm, bin_ok = window_mean(bin_flux, bin_bad, grid, norm_window)
-    bin_flux = np.where(bin_bad, 0.0, bin_flux / np.where(bin_ok, bin_norm, 1.0)[:, None])
-    bin_ivar = np.where(bin_bad, 0.0, bin_ivar * (bin_norm**2)[:, None])
-    snr = spectrum_snr(bin_flux, bin_ivar, bin_bad, grid, snr_window)
-    keep = bin_ok & (snr >= prepare_config["min_bin_snr"]) if obs.is_cube else bin_ok
+    bin_flux, bin_ivar, snr, keep = _binned_spectra(flux, ivar, bad, weight, labels, grid, prepare_config)
+    if not obs.is_cube:  # a single spectrum is kept whatever its S/N: there is nothing to bin it with
+        keep = np.isfinite(snr)
     if not keep.any():
         raise InputError(source, f"no Voronoi bin reaches S/N {prepare_config['min_bin_snr']} "
                                  f"(best {np.nanmax(snr, initial=0.0):.1f})")
-
-    # Per-bin flux-weighted means via the membership matrix
-    member = labels >= 0
-    onehot = sparse.csr_matrix((weight[member], (labels[member], np.flatnonzero(member))),
-                               shape=(n_bins, n_spaxels))
-    total_weight = onehot @ np.ones(n_spaxels)
-
-    def bin_mean(values):
-        values = np.asarray(values, dtype=float).reshape(n_spaxels)
-        finite = np.isfinite(values)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (onehot @ np.where(finite, values, 0.0)) / (onehot @ finite.astype(float))
-
-    x_bin = onehot @ np.nan_to_num(x_arcsec) / total_weight if obs.is_cube else np.full(n_bins, np.nan)
-    y_bin = onehot @ np.nan_to_num(y_arcsec) / total_weight if obs.is_cube else np.full(n_bins, np.nan)
-    re_arcsec = float(truth.get("re_arcsec", np.nan))
-    table = {
-        "galaxy_id": obs.id,
-        "bin_id": 0,
-        "x_arcsec": x_bin,
-        "y_arcsec": y_bin,
-        "radius_re": np.hypot(x_bin, y_bin) / re_arcsec if re_arcsec > 0 else np.full(n_bins, np.nan),
-        "snr": snr,
-        "n_spaxels": np.bincount(labels[member], minlength=n_bins),
-    }
-    for name, values in (truth_maps or {}).items():
-        table[name] = bin_mean(values)
-    bins = pd.DataFrame(table)
-
-    # Keep the bins that pass, numbered outwards from the centre
-    kept = np.flatnonzero(keep)
-    kept = kept[np.argsort(np.nan_to_num(np.hypot(x_bin[kept], y_bin[kept])), kind="stable")]
-    new_id = np.full(n_bins, -1, dtype=np.int32)
-    new_id[kept] = np.arange(kept.size, dtype=np.int32)
-    bins = bins.iloc[kept].reset_index(drop=True).astype({"n_spaxels": np.int32})
-    bins["bin_id"] = np.arange(kept.size, dtype=np.int32)
-    spaxel_bins = np.where(member, new_id[np.maximum(labels, 0)], -1).astype(np.int32).reshape(spatial)
-
+    bins, spaxel_bins, kept = _bin_table(obs.id, labels, weight, x_arcsec, y_arcsec, snr, keep, truth, truth_maps)
     native = images.native_gri(obs, image)
     row = {
         **truth,
@@ -364,21 +313,81 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
         "redshift": z,
         "ra": _number(obs.meta.get("ra", truth.get("ra"))),
         "dec": _number(obs.meta.get("dec", truth.get("dec"))),
-        "n_bins": int(kept.size),
+        "n_bins": len(bins),
     }
-    n_wave = grid.size
     return PreparedGalaxy(
         galaxy_id=obs.id,
         row=row,
         bin_flux=bin_flux[kept].astype(np.float32),
         bin_ivar=bin_ivar[kept].astype(np.float32),
         bins=bins,
-        spaxel_bins=spaxel_bins,
-        spaxel_flux=spaxel_flux.reshape(*spatial, n_wave).astype(np.float32),
-        spaxel_ivar=spaxel_ivar.reshape(*spatial, n_wave).astype(np.float32),
+        spaxel_bins=spaxel_bins.reshape(spatial),
+        spaxel_flux=spaxel_flux.reshape(*spatial, grid.size).astype(np.float32),
+        spaxel_ivar=spaxel_ivar.reshape(*spatial, grid.size).astype(np.float32),
         image=images.rebin_flux(native, int(prepare_config["image_size"])),
         thumbnail_png=images.thumbnail_png(native),
     )
+
+
+def _voronoi_labels(flux, ivar, bad, usable, spatial, grid, prepare_config, source) -> np.ndarray:
+    """Voronoi bin of each spaxel (-1: not binned) from its S/N near the normalisation window."""
+    signal, noise = signal_and_noise(flux, ivar, bad, grid, _snr_window(prepare_config))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        candidate = usable & (noise > 0) & (signal / noise >= prepare_config["min_spaxel_snr"])
+    if not candidate.any():
+        raise InputError(source, f"no spaxel reaches S/N {prepare_config['min_spaxel_snr']} near the "
+                                 f"normalisation window")
+    row_idx, col_idx = np.indices(spatial).reshape(2, -1)
+    labels = np.full(signal.size, -1)
+    labels[candidate] = voronoi_bins(col_idx[candidate].astype(float), row_idx[candidate].astype(float),
+                                     signal[candidate], noise[candidate], prepare_config["target_snr"])
+    return labels
+
+
+def _binned_spectra(flux, ivar, bad, weight, labels, grid, prepare_config):
+    """Co-added, normalised spectra of every bin, their S/N and whether they pass min_bin_snr."""
+    bin_flux, bin_ivar, bin_bad = coadd(flux, ivar, bad, weight, labels, int(labels.max()) + 1)
+    bin_norm, normalisable = window_mean(bin_flux, bin_bad, grid, prepare_config["norm_window"])
+    bin_norm = np.where(normalisable, bin_norm, 1.0)
+    bin_flux = np.where(bin_bad, 0.0, bin_flux / bin_norm[:, None])
+    bin_ivar = np.where(bin_bad, 0.0, bin_ivar * (bin_norm**2)[:, None])
+    snr = np.where(normalisable, spectrum_snr(bin_flux, bin_ivar, bin_bad, grid, _snr_window(prepare_config)), np.nan)
+    with np.errstate(invalid="ignore"):
+        return bin_flux, bin_ivar, snr, snr >= prepare_config["min_bin_snr"]
+
+
+def _bin_table(galaxy_id, labels, weight, x_arcsec, y_arcsec, snr, keep, truth, truth_maps):
+    """bins.parquet rows of the kept bins, numbered outwards from the centre; the spaxel -> bin_id map; and
+    the kept bins' rows among the co-added spectra, in bin_id order."""
+    n_bins, member = int(labels.max()) + 1, labels >= 0
+    onehot = sparse.csr_matrix((weight[member], (labels[member], np.flatnonzero(member))),
+                               shape=(n_bins, labels.size))
+
+    def flux_weighted(values):
+        values = np.asarray(values, dtype=float).reshape(labels.size)
+        finite = np.isfinite(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (onehot @ np.where(finite, values, 0.0)) / (onehot @ finite.astype(float))
+
+    x_bin, y_bin = flux_weighted(x_arcsec), flux_weighted(y_arcsec)
+    re_arcsec = _number(truth.get("re_arcsec"))
+    table = pd.DataFrame({
+        "galaxy_id": galaxy_id,
+        "bin_id": np.int32(0),
+        "x_arcsec": x_bin,
+        "y_arcsec": y_bin,
+        "radius_re": np.hypot(x_bin, y_bin) / re_arcsec if re_arcsec > 0 else np.nan,
+        "snr": snr,
+        "n_spaxels": np.bincount(labels[member], minlength=n_bins).astype(np.int32),
+        **{name: flux_weighted(values) for name, values in (truth_maps or {}).items()},
+    })
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(np.nan_to_num(np.hypot(x_bin[kept], y_bin[kept])), kind="stable")]
+    table = table.iloc[kept].reset_index(drop=True)
+    table["bin_id"] = np.arange(kept.size, dtype=np.int32)
+    new_id = np.full(n_bins, -1, dtype=np.int32)
+    new_id[kept] = table["bin_id"].to_numpy()
+    return table, np.where(member, new_id[np.maximum(labels, 0)], -1).astype(np.int32), kept
 
 
 def split_spectra(obs: Observation) -> list[Observation]:
@@ -579,7 +588,11 @@ def main(argv: list[str]) -> int:
                                key=config["inputs"]["catalogue_key"], column_map=config["inputs"]["column_map"])
     else:
         stream = prepare_mock(config["mock"]["galaxies"], config["seed"], config["mock"]["format"], config)
-    galaxies, skipped = collect(stream)
+    try:
+        galaxies, skipped = collect(stream)
+    except InputError as err:  # e.g. an unreadable catalogue: nothing can be prepared
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not galaxies:
         print(f"nothing prepared: all {skipped} inputs were skipped; no bundle written", file=sys.stderr)
         return 1
