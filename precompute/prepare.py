@@ -439,7 +439,7 @@ def prepare_mock(n: int, seed: int, fmt: str, config: dict):
     return skipped
 
 
-def _catalogue_rows(catalogue, key: str, obs: Observation) -> dict:
+def _catalogue_row(catalogue, key: str, obs: Observation) -> dict:
     """The catalogue row of this observation (matched on ``key``) as a dict; empty when absent."""
     if catalogue is None:
         return {}
@@ -468,7 +468,7 @@ def prepare_files(paths, config: dict, catalogue=None, key: str = "plateifu", co
             try:
                 if obs.id in seen:
                     raise InputError(obs.meta.get("path", path), f"galaxy id {obs.id} was already prepared")
-                galaxy = prepare_galaxy(obs, config["prepare"], truth=_catalogue_rows(table, key, obs))
+                galaxy = prepare_galaxy(obs, config["prepare"], truth=_catalogue_row(table, key, obs))
             except InputError as err:
                 _skip(err)
                 skipped += 1
