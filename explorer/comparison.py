@@ -48,7 +48,7 @@ def comparison_plot(result: dict, embedding: str) -> hv.Overlay:
 class Comparison:
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
-        self.pin = pn.widgets.Button(name="Pin selection as A", button_type="primary", button_style="outline")
+        self.pin = pn.widgets.Button(label="Pin selection as A", color="primary", variant="outline")
         self.pin.on_click(lambda _: state.pin())
         self.summary = pn.pane.Markdown("", css_classes=["comparison-summary"])
         self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=300)

@@ -94,7 +94,7 @@ class _Card:
     def __init__(self, state: SelectionState, size: int):
         self.state, self.g = state, None
         self.image = pn.pane.PNG(None, width=size, height=size, margin=2)
-        self.button = pn.widgets.Button(name="", button_type="light", width=size, height=28, margin=2,
+        self.button = pn.widgets.Button(label="", color="light", width=size, height=28, margin=2,
                                         css_classes=["gallery-id"])
         self.button.on_click(lambda _: self.g is not None and setattr(self.state, "focus", self.g))
         self.caption = pn.pane.Str("", styles={"font-size": "10px", "color": "#666"}, margin=0)
@@ -105,7 +105,7 @@ class _Card:
         self.view.visible = g is not None
         if g is not None:
             self.image.object = str(data.thumbnail_path(g))
-            self.button.name = data.galaxies["galaxy_id"].iat[g]
+            self.button.label = data.galaxies["galaxy_id"].iat[g]
             self.caption.object = caption
 
 
@@ -116,8 +116,8 @@ class Gallery:
         self.data, self.state, self.page = data, state, 0
         self.cards = [_Card(state, 84) for _ in range(PER_PAGE)]
         self.header = pn.pane.Markdown("", margin=(0, 8), css_classes=["gallery-header"])
-        self.previous = pn.widgets.Button(name="◀", width=40, button_type="light")
-        self.next = pn.widgets.Button(name="▶", width=40, button_type="light")
+        self.previous = pn.widgets.Button(label="◀", width=40, color="light")
+        self.next = pn.widgets.Button(label="▶", width=40, color="light")
         self.previous.on_click(lambda _: self.turn(-1))
         self.next.on_click(lambda _: self.turn(+1))
         self.view = pn.Column(pn.Row(self.previous, self.next, self.header),

@@ -56,12 +56,12 @@ class Dashboard:
         self.data = data
         self.state = SelectionState(data)
         state = self.state
-        self.colour_by = pn.widgets.Select(name="Colour by", options=colour_options(data), value=state.colour_by)
+        self.colour_by = pn.widgets.Select(label="Colour by", options=colour_options(data), value=state.colour_by)
         self.colour_by.link(state, value="colour_by")
-        self.embedding = pn.widgets.Select(name="Embedding", options=list(data.embeddings), value=state.embedding,
+        self.embedding = pn.widgets.Select(label="Embedding", options=list(data.embeddings), value=state.embedding,
                                            visible=bool(data.embeddings))
         self.embedding.link(state, value="embedding")
-        self.clear = pn.widgets.Button(name="Clear selection", button_type="warning", button_style="outline")
+        self.clear = pn.widgets.Button(label="Clear selection", color="warning", variant="outline")
         self.clear.on_click(lambda _: state.clear())
 
         self.scatter = GalaxyScatter(data, state) if data.embeddings else None

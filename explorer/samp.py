@@ -40,7 +40,7 @@ def samp_button(data: ExplorerData, state: SelectionState) -> pn.Column | None:
     """A "Send to TOPCAT / Aladin" button, or None when no hub runs (checked when the page opens)."""
     if not hub_running():
         return None
-    button = pn.widgets.Button(name="Send selection over SAMP", button_type="success", button_style="outline")
+    button = pn.widgets.Button(label="Send selection over SAMP", color="success", variant="outline")
     message = pn.pane.Str("", styles={"font-size": "11px"})
 
     def send(_):

@@ -149,8 +149,8 @@ class SpectraScatter:
         columns = data.numeric_bin_columns
         x = "radius_re" if "radius_re" in columns else columns[0]
         y = "log_age_lw" if "log_age_lw" in columns else columns[min(1, len(columns) - 1)]
-        self.x = pn.widgets.Select(name="x", options=columns, value=x, width=180)
-        self.y = pn.widgets.Select(name="y", options=columns, value=y, width=180)
+        self.x = pn.widgets.Select(label="x", options=columns, value=x, width=180)
+        self.y = pn.widgets.Select(label="y", options=columns, value=y, width=180)
         self.bounds = hv.streams.BoundsXY()  # Selection1D does not fire on datashaded plots (holoviews #6436)
         self.bounds.param.watch(self._on_bounds, "bounds")
         plot = hv.DynamicMap(pn.bind(self._plot, x=self.x, y=self.y, spectra=state.param.spectra,

@@ -91,15 +91,15 @@ class SelectionTable:
         self.count = pn.pane.Markdown("", css_classes=["selection-count"], margin=(0, 10))
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=self.columns), pagination="remote", page_size=10, disabled=True,
-            show_index=False, sizing_mode="stretch_width", height=330, name="selection-table",
+            show_index=False, sizing_mode="stretch_width", height=330,
             formatters={c: {"type": "money", "precision": 3, "symbol": ""} for c in self.columns
                         if pd.api.types.is_float_dtype(data.galaxies[c])},
         )
         self.table.on_click(self._on_click)
         self.downloads = [
             pn.widgets.FileDownload(callback=lambda f=fmt: io.BytesIO(export_bytes(data, state, f)),
-                                    filename=f"selection.{fmt}", label=f"Download {name}", button_type="primary",
-                                    button_style="outline", width=150, embed=False)
+                                    filename=f"selection.{fmt}", label=f"Download {name}", color="primary",
+                                    variant="outline", width=150, embed=False)
             for fmt, name in (("csv", "CSV"), ("fits", "FITS"), ("vot", "VOTable"))
         ]
         self.view = pn.Column(self.count, self.table, pn.Row(*self.downloads), sizing_mode="stretch_width",

@@ -156,8 +156,8 @@ class SomGrids:
     """DESOM-1 and DESOM-2 maps with one colouring switch (either map may be absent from a bundle)."""
 
     def __init__(self, data: ExplorerData, state: SelectionState):
-        self.mode = pn.widgets.RadioButtonGroup(name="SOM colouring", options=list(MODES), value=MODES[0],
-                                                button_type="light", button_style="outline")
+        self.mode = pn.widgets.RadioButtonGroup(label="SOM colouring", options=list(MODES), value=MODES[0],
+                                                color="light", variant="outline")
         self.maps = {level: SomMap(data, state, level, self.mode) for level in ("desom1", "desom2")
                      if getattr(data, level)}
         panes = [m.pane for m in self.maps.values()]

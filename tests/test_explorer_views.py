@@ -1,0 +1,339 @@
+"""Each dashboard view as a function of (bundle, state), and its wiring, without a browser.
+
+Views are rendered into a Bokeh Document (as the server does) so the tests see what the browser would get.
+"""
+import io
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.io.votable import parse
+from bokeh.document import Document
+from panel.io.state import set_curdoc
+
+from explorer import comparison, gallery, prototype_spectra, samp, scatter, selection_table, som_grid
+from explorer.colours import category_colours
+from explorer.data import ExplorerData
+from explorer.layout import create_app
+from explorer.state import SelectionState
+from precompute.synthetic_bundle import write_synthetic_bundle
+
+TINY = dict(n_galaxies=24, bins_per_galaxy=10, som_shape=(6, 6), som2_shape=(4, 4), dlog10_wave=2e-3, image_size=16)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return ExplorerData(write_synthetic_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=5, **TINY))
+
+
+@pytest.fixture
+def state(data):
+    return SelectionState(data)
+
+
+def render(view):
+    """Render a Panel object into a fresh Document, as `panel serve` does for a session."""
+    doc = Document()
+    view.server_doc(doc)
+    return doc
+
+
+# -- galaxy scatter ------------------------------------------------------------------------------------------------
+
+def test_galaxy_points_numeric_and_categorical(data):
+    embedding = next(iter(data.embeddings))
+    points = scatter.galaxy_points(data, embedding, "log_ssfr")
+    assert len(points) == data.n_galaxies
+    assert np.allclose(points.dimension_values("umap_1"), data.umap(embedding)[:, 0])
+    assert np.allclose(points.dimension_values("colour"), data.galaxies["log_ssfr"])
+    assert points.get_dimension("colour").label.startswith("Specific SFR")
+    categorical = scatter.galaxy_points(data, embedding, "morphology")
+    cmap = categorical.opts.get("style").kwargs["cmap"]
+    assert set(cmap) == set(data.galaxies["morphology"])  # a {category: colour} dict, every category present
+    with pytest.raises(KeyError, match="cannot colour by"):
+        scatter.galaxy_points(data, embedding, "galaxy_id")
+
+
+def test_scatter_selection_round_trip(data, state):
+    view = scatter.GalaxyScatter(data, state)
+    doc = render(view.pane)
+    source = view._sources[0]
+    with set_curdoc(doc):
+        view.selection.event(index=[4, 1])  # a box selection in the browser
+    assert state.galaxies.tolist() == [1, 4] and "UMAP" in state.how
+    with set_curdoc(doc):
+        state.select_galaxies([7, 8, 9], how="elsewhere")
+    assert source.selected.indices == [7, 8, 9]  # drawn without rebuilding the plot
+    with set_curdoc(doc):
+        view.selection.event(index=[])  # a click on empty space keeps the selection
+    assert state.galaxies.tolist() == [7, 8, 9] and source.selected.indices == [7, 8, 9]
+
+
+def test_colour_by_rebuilds_the_scatter(data, state):
+    view = scatter.GalaxyScatter(data, state)
+    render(view.pane)
+    before = view.pane.object
+    state.colour_by = "morphology"
+    assert view.pane.object is not before
+    assert view.pane.object.get_dimension("colour").label.startswith("morphology")
+
+
+def test_spectra_plane_box_selects_spectra(data, state):
+    view = scatter.SpectraScatter(data, state)
+    render(view.view)
+    x, y = view.x.value, view.y.value
+    xs, ys = data.bins[x].to_numpy(), data.bins[y].to_numpy()
+    box = (np.median(xs), np.median(ys), xs.max(), ys.max())
+    view.bounds.event(bounds=box)
+    inside = np.flatnonzero((xs >= box[0]) & (ys >= box[1]))
+    assert np.array_equal(state.selected_spectra, inside)
+    plot = scatter.spectra_plot(data, x, y, inside)
+    assert len(plot.get(1)) == len(inside)  # the highlighted layer holds exactly the selected spectra
+
+
+# -- SOM grids -------------------------------------------------------------------------------------------------
+
+def test_hit_map_counts_selected_spectra(data, state):
+    state.select_galaxies([0, 1, 2], how="t")
+    element = som_grid.som_map(data, "desom1", som_grid.MODES[0], state.node_hits, state.colour_by)
+    nodes = data.bins["desom1_node"].to_numpy()[data.bin_galaxy <= 2]
+    expected = np.bincount(nodes, minlength=36).astype(float)
+    expected[expected == 0] = np.nan
+    assert np.array_equal(element.dimension_values("value"), expected, equal_nan=True)
+    umatrix = som_grid.som_map(data, "desom1", som_grid.MODES[2], state.node_hits, state.colour_by)
+    assert np.allclose(umatrix.dimension_values("value"), data.bundle.array("desom1/umatrix").ravel())
+    with pytest.raises(ValueError, match="unknown SOM colouring"):
+        som_grid.som_map(data, "desom1", "rainbow", state.node_hits, state.colour_by)
+
+
+def test_som_tap_selects_nodes_and_selection_recolours(data, state):
+    grids = som_grid.SomGrids(data, state)
+    doc = render(grids.view)
+    desom1, desom2 = grids.maps["desom1"], grids.maps["desom2"]
+    busiest = int(np.argmax(data.bundle.array("desom1/hits")))
+    with set_curdoc(doc):
+        desom1.tap.event(index=[busiest])
+    assert state.nodes == [busiest]
+    assert (data.bins["desom1_node"].to_numpy()[state.selected_spectra] == busiest).all()
+    source = desom1._handles[0]["source"]
+    assert source.selected.indices == [busiest]
+    values = np.asarray(source.data["value"], float)
+    assert values[busiest] == data.bundle.array("desom1/hits")[busiest] and np.isnan(np.delete(values, busiest)).all()
+    with set_curdoc(doc):
+        desom2.tap.event(index=[0])
+    assert state.nodes2 == [0] and state.nodes == []
+    assert desom2._handles[0]["plot"].title.text.startswith("DESOM-2: ")
+
+
+def test_median_map_for_categories(data, state):
+    element = som_grid.som_map(data, "desom2", som_grid.MODES[1], None, "morphology")
+    present = {v for v in element.dimension_values("value") if v is not None and v == v}
+    assert present <= set(data.galaxies["morphology"])
+
+
+# -- prototype spectra -------------------------------------------------------------------------------------
+
+def test_nodes_to_show():
+    hits = np.array([0, 5, 9, 0, 2])
+    assert prototype_spectra.nodes_to_show([], hits) == [2, 1, 4]
+    assert prototype_spectra.nodes_to_show([], np.zeros(5, int)) == []
+    assert prototype_spectra.nodes_to_show([3, 0], hits) == [3, 0]
+
+
+def test_prototype_plot_shows_decoded_spectra_and_lines(data):
+    node = int(np.argmax(data.bundle.array("desom1/hits")))
+    overlay = prototype_spectra.prototype_plot(data, [node])
+    curves = [el for el in overlay if el.label.endswith("decoded prototype")]
+    assert len(curves) == 1
+    assert np.allclose(curves[0].dimension_values(1), data.bundle.array("desom1/prototype_spectra")[node])
+    bands = [el for el in overlay if type(el).__name__ == "Area"]
+    assert np.allclose(bands[0].dimension_values(1), data.bundle.array("desom1/member_spectra")[1, node])
+    labels = [el for el in overlay if type(el).__name__ == "Labels"][0]
+    shown = set(labels.dimension_values("text"))
+    assert {"Hα", "Hβ", "[OIII]", "Ca K"} <= shown  # all inside 3650–7000 Å
+    assert "Halpha" not in overlay.opts.get().kwargs.get("title", "")
+
+
+def test_distribution_uses_node_histograms(data):
+    node = int(np.argmax(data.bundle.array("desom1/hits")))
+    overlay = prototype_spectra.distribution_plot(data, [node], "log_mstar")
+    histograms = data.bundle.arrays("desom1/node_histograms")
+    layer = [el for el in overlay if el.label.startswith("node")][0]
+    if "log_mstar" in histograms:
+        assert np.allclose(layer.dimension_values(1), histograms["log_mstar"][node])
+    bars = prototype_spectra.distribution_plot(data, [node], "morphology")
+    assert np.isclose(sum(bars.dimension_values("fraction")), 1.0)
+
+
+def test_prototype_view_follows_nodes(data, state):
+    view = prototype_spectra.PrototypeSpectra(data, state)
+    render(view.view)
+    state.select_nodes([3, 4])
+    assert view.shown.nodes == [3, 4]
+    state.clear()
+    assert view.shown.nodes == prototype_spectra.nodes_to_show([], state.node_hits)
+
+
+# -- gallery and galaxy detail ------------------------------------------------------------------------------
+
+def test_gallery_pages(data, state):
+    assert gallery.gallery_page(np.arange(30), 2, 12).tolist() == list(range(24, 30))
+    assert gallery.gallery_page(np.arange(30), 9, 12).tolist() == list(range(24, 30))
+    view = gallery.Gallery(data, state)
+    render(view.view)
+    state.select_galaxies([3, 5, 8], how="g")
+    shown = [card.button.label for card in view.cards if card.view.visible]
+    assert shown == data.galaxies["galaxy_id"].iloc[[3, 5, 8]].tolist()
+    assert "3 galaxies" in view.header.object
+    view.cards[1].button.clicks += 1  # open galaxy 5 in the detail view
+    assert state.focus == 5
+
+
+def test_bin_map_lights_up_brushed_nodes(data):
+    g = 0
+    image = gallery.bin_node_image(data, g)
+    spaxels = data.bundle.arrays("spaxel_bins")[data.galaxies["galaxy_id"].iat[g]]
+    assert image.shape == (*spaxels.shape, 3)
+    assert np.all(image[spaxels < 0] == 1.0)  # outside the bins: white
+    own = data.bins[data.bins["galaxy_index"] == g]
+    node = int(own["desom1_node"].iloc[0])
+    lit = gallery.bin_node_image(data, g, highlight=[node])
+    in_node = np.isin(spaxels, own.loc[own["desom1_node"] == node, "bin_id"])
+    assert np.allclose(lit[in_node], image[in_node])
+    others = (spaxels >= 0) & ~in_node
+    if others.any():
+        assert np.all(lit[others] > image[others] - 1e-12) and not np.allclose(lit[others], image[others])
+
+
+def test_detail_and_neighbours(data, state):
+    embedding = next(iter(data.embeddings))
+    near = gallery.neighbours(data, embedding, 2, k=4)
+    assert [j for j, _ in near] == data.knn(embedding)[2, :4].tolist()
+    view = gallery.GalaxyDetail(data, state)
+    render(view.view)
+    state.focus = 4
+    assert data.galaxies["galaxy_id"].iat[4] in view.summary.object
+    assert view.neighbour_cards[0].button.label == data.galaxies["galaxy_id"].iat[int(data.knn(embedding)[4, 0])]
+
+
+# -- selection table and export -----------------------------------------------------------------------------
+
+def test_table_shows_selection(data, state):
+    view = selection_table.SelectionTable(data, state)
+    render(view.view)
+    state.select_galaxies([2, 6], how="two")
+    assert view.table.value["galaxy_id"].tolist() == data.galaxies["galaxy_id"].iloc[[2, 6]].tolist()
+    assert "2 galaxies selected" in view.count.object
+
+
+def test_csv_export_has_exactly_the_selection_with_provenance(data, state):
+    state.select_galaxies([1, 4, 7], how="box on UMAP")
+    text = selection_table.export_bytes(data, state, "csv").decode()
+    table = pd.read_csv(io.StringIO(text), comment="#")
+    assert table["galaxy_id"].tolist() == data.galaxies["galaxy_id"].iloc[[1, 4, 7]].tolist()
+    assert np.allclose(table["log_mstar"], data.galaxies["log_mstar"].iloc[[1, 4, 7]])
+    assert set(data.galaxies.columns) - {"thumbnail"} <= set(table.columns)
+    assert data.bundle.id in text and data.bundle.manifest["config_hash"] in text and "box on UMAP" in text
+
+
+def test_fits_and_votable_exports(data, state):
+    state.select_galaxies([0, 3], how="x" * 100)  # long descriptions go to HISTORY cards
+    with fits.open(io.BytesIO(selection_table.export_bytes(data, state, "fits"))) as hdus:
+        assert hdus[1].header["BUNDLEID"] == data.bundle.id
+        assert hdus[1].header["NSELECT"] == 2
+        assert list(hdus[1].data["galaxy_id"]) == data.galaxies["galaxy_id"].iloc[[0, 3]].tolist()
+        assert "x" * 20 in "".join(hdus[1].header["HISTORY"])
+    votable = parse(io.BytesIO(selection_table.export_bytes(data, state, "vot")))
+    infos = {info.name: info.value for info in votable.resources[0].infos}
+    assert infos["bundle_id"] == data.bundle.id and infos["n_selected"] == "2"
+    assert len(votable.get_first_table().array) == 2
+    with pytest.raises(ValueError, match="unknown export format"):
+        selection_table.export_bytes(data, state, "xlsx")
+
+
+# -- population comparison --------------------------------------------------------------------------------------
+
+def test_ks_comparison(data):
+    embedding = next(iter(data.embeddings))
+    everyone = np.arange(data.n_galaxies)
+    same = comparison.compare(data, embedding, everyone, everyone)
+    assert same["statistic"] == 0 and same["pvalue"] == pytest.approx(1.0)
+    distance = data.knn_distance(embedding)[:, :10].mean(axis=1)
+    order = np.argsort(distance)
+    apart = comparison.compare(data, embedding, order[:10], order[-10:])
+    assert apart["statistic"] == 1.0 and apart["pvalue"] < 0.01
+    assert np.isnan(comparison.compare(data, embedding, order[:1], order[-5:])["pvalue"])
+
+
+def test_comparison_view(data, state):
+    view = comparison.Comparison(data, state)
+    render(view.view)
+    assert view.plot.object is None
+    state.select_galaxies(np.arange(10), how="A")
+    view.pin.clicks += 1
+    state.select_galaxies(np.arange(10, 24), how="B")
+    assert "KS D =" in view.plot.object.opts.get().kwargs["title"]
+    assert "10 galaxies" in view.summary.object and "14 galaxies" in view.summary.object
+
+
+# -- SAMP -------------------------------------------------------------------------------------------------------
+
+def test_samp_absent_without_hub(data, state, tmp_path, monkeypatch):
+    monkeypatch.delenv("SAMP_HUB", raising=False)
+    assert not samp.hub_running(environ={}, home=tmp_path)
+    assert samp.hub_running(environ={"SAMP_HUB": "std-lockurl:file:///x"}, home=tmp_path)
+    monkeypatch.setattr(samp, "hub_running", lambda: False)
+    assert samp.samp_button(data, state) is None
+
+
+def test_samp_sends_the_selection(data, state, tmp_path, monkeypatch):
+    from astropy.samp import SAMPHubServer, SAMPIntegratedClient
+
+    lock = tmp_path / "samp-lock"
+    hub = SAMPHubServer(web_profile=False, lockfile=str(lock), pool_size=1)
+    hub.start()
+    monkeypatch.setenv("SAMP_HUB", f"std-lockurl:{lock.as_uri()}")
+    receiver = SAMPIntegratedClient(name="topcat-stand-in")
+    received = []
+    try:
+        receiver.connect(pool_size=1)
+        receiver.bind_receive_notification("table.load.votable", lambda key, sender, mtype, params, extra: received.append(params))
+        state.select_galaxies([2, 3, 4], how="samp")
+        widget = samp.samp_button(data, state)
+        widget[0].clicks += 1
+        for _ in range(50):
+            if received:
+                break
+            time.sleep(0.1)
+    finally:
+        receiver.disconnect()
+        hub.stop()
+    assert received, "the receiving client got no table.load.votable"
+    table = parse(received[0]["url"].removeprefix("file://")).get_first_table().array
+    assert list(table["galaxy_id"]) == data.galaxies["galaxy_id"].iloc[[2, 3, 4]].tolist()
+
+
+# -- the page ---------------------------------------------------------------------------------------------------
+
+def test_create_app_builds_every_view(data):
+    page = create_app(data.path)
+    dashboard = page.dashboard
+    assert dashboard.scatter and dashboard.som and dashboard.prototypes and dashboard.comparison
+    assert category_colours("morphology", data.galaxies["morphology"])  # the categorical legend has colours
+
+
+def test_create_app_hides_missing_sections(tmp_path):
+    path = write_synthetic_bundle(tmp_path / "core", sections=(), n_galaxies=6, bins_per_galaxy=4,
+                                  dlog10_wave=2e-3, image_size=16)
+    dashboard = create_app(path).dashboard
+    assert dashboard.scatter is None and dashboard.som is None and dashboard.prototypes is None
+    assert dashboard.comparison is None and dashboard.table is not None and dashboard.gallery is not None
+
+
+def test_no_bundle_page_says_how_to_build_one(tmp_path):
+    page = create_app(tmp_path / "missing")
+    text = page.main[0].object
+    assert not hasattr(page, "dashboard")
+    assert "python -m precompute build" in text and str(tmp_path / "missing") in text
