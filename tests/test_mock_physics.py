@@ -15,7 +15,7 @@ from astropy.io import fits
 from precompute.formats import read_catalogue, read_observation
 from precompute.mock import lines
 from precompute.mock.cli import main as mock_main
-from precompute.mock.observe import MANGA, observe, shift_to_observed, sky_noise_shape
+from precompute.mock.observe import MANGA, add_shifted, observe, shift_to_observed, sky_noise_shape
 from precompute.mock.photometry import band_weights
 from precompute.mock.population import SFH, draw_galaxy
 from precompute.mock.sed_library import make_sed_library
@@ -161,6 +161,12 @@ def test_velocity_shifts_move_lines_by_v_over_c():
     rest = np.exp(-0.5 * ((np.arange(300) - 100.0) / 3.0) ** 2)[None, :]
     shifted = shift_to_observed(rest, np.array([10.3]), 320)[0]
     assert (shifted * np.arange(320)).sum() / shifted.sum() == pytest.approx(110.3, abs=0.01)
+    # The cube builder mixes node spectra and shifts per spaxel in one step: same result.
+    rng = np.random.default_rng(0)
+    nodes, amount, shift = rng.random((7, 300)), rng.random((40, 7)), rng.uniform(20.0, 26.0, 40)
+    mixed = np.zeros((40, 330))
+    add_shifted(mixed, amount, nodes, shift)
+    assert np.allclose(mixed, shift_to_observed(amount @ nodes, shift, 330))
 
 
 def test_rotation_field_shifts_halpha_in_the_cube(star_forming):

@@ -165,27 +165,44 @@ def star_forming_pattern(model: GalaxyModel, x, y, scale: float, rng) -> np.ndar
     return pattern
 
 
-def shift_to_observed(rest: np.ndarray, pixel_shift: np.ndarray, n_obs: int, out: np.ndarray | None = None) -> np.ndarray:
+def shift_to_observed(rest: np.ndarray, pixel_shift: np.ndarray, n_obs: int) -> np.ndarray:
     """Resample rest-frame spectra (n, n_rest) onto the observed grid by a per-spectrum shift in pixels.
 
-    Observed pixel i samples rest pixel i − shift (linear interpolation); pixels with no rest coverage are 0.
-    Spectra are grouped by integer shift so each group is a few slice operations. With ``out`` the result
-    is added to it.
+    Observed pixel i samples rest pixel i − shift by linear interpolation, with zero beyond the rest
+    spectrum's ends. Spectra are grouped by whole-pixel shift so each group is a few slice operations.
     """
     n, n_rest = rest.shape
-    out = np.zeros((n, n_obs), dtype=rest.dtype) if out is None else out
+    padded = np.zeros((n, n_rest + 2), dtype=rest.dtype)  # one zero pixel on each side
+    padded[:, 1:-1] = rest
+    out = np.zeros((n, n_obs), dtype=rest.dtype)
     whole = np.floor(pixel_shift).astype(int)
     frac = (pixel_shift - whole).astype(rest.dtype)
     for k in np.unique(whole):
-        rows = np.nonzero(whole == k)[0]
-        lo, hi = max(k + 1, 0), min(n_obs, n_rest + k)
+        rows = np.flatnonzero(whole == k)
+        lo, hi = max(k, 0), min(n_obs, n_rest + k + 1)
         if hi <= lo:
             continue
-        # value[i] = rest[i − k] + f·(rest[i − k − 1] − rest[i − k])
-        block = rest[rows]
-        here = block[:, lo - k:hi - k]
-        out[rows, lo:hi] += here + frac[rows, None] * (block[:, lo - k - 1:hi - k - 1] - here)
+        # value[i] = rest[i − k] + f·(rest[i − k − 1] − rest[i − k]), rest[j] = padded[j + 1]
+        here, before = padded[rows, lo - k + 1:hi - k + 1], padded[rows, lo - k:hi - k]
+        out[rows, lo:hi] = here + frac[rows, None] * (before - here)
     return out
+
+
+def add_shifted(out: np.ndarray, amount: np.ndarray, spectra: np.ndarray, pixel_shift: np.ndarray) -> None:
+    """out[j] += (amount[j] @ spectra) shifted by pixel_shift[j] pixels, in place.
+
+    The shift of each row is split into whole pixels k and a fraction f, and the row becomes
+    (1 − f)·amount @ S_k + f·amount @ S_(k+1) with S_k the node spectra shifted by k: one matrix product per
+    distinct k, never a rest-frame copy of the whole cube.
+    """
+    whole = np.floor(pixel_shift).astype(int)
+    frac = (pixel_shift - whole).astype(out.dtype)[:, None]
+    n_nodes, n_obs = len(spectra), out.shape[1]
+    for k in np.unique(whole):
+        rows = np.flatnonzero(whole == k)
+        shifted = shift_to_observed(np.concatenate([spectra, spectra]), np.repeat([k, k + 1], n_nodes).astype(float), n_obs)
+        mix = np.concatenate([amount[rows] * (1 - frac[rows]), amount[rows] * frac[rows]], axis=1)
+        out[rows] += mix @ shifted
 
 
 @dataclass
@@ -230,15 +247,15 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
 
     maps = [component_maps(c, x, y, scale) for c in model.components]
     n_spax = ny * nx
-    cube = np.zeros((n_spax, wave.size), dtype=np.float32)
+    # Spaxels farther outside the footprint than 1.5 × the seeing FWHM only light NOCOV ones: skip them.
+    active = np.flatnonzero(hexd <= 1.0 + (scale + 1.5 * psf) / footprint_radius)
+    work = np.zeros((active.size, wave.size), dtype=np.float32)
     for comp, (mass, weights, velocity) in zip(model.components, maps):
-        amount = ((mass * weights).reshape(len(comp.nodes_re), -1).T * cont_scale).astype(np.float32)  # (n_spax, k)
+        amount = (mass * weights).reshape(len(comp.nodes_re), -1).T[active]
+        amount = (amount * cont_scale).astype(np.float32)  # (n_active, k)
         spectra = comp.spectra.astype(np.float32)
-        shift = z_shift + np.log10(1 + velocity.ravel() / C_KMS) / dlog
-        if np.ptp(shift) < 1e-6:  # no rotation: shift the few node spectra, then mix
-            cube += amount @ shift_to_observed(spectra, np.full(len(comp.nodes_re), shift[0]), wave.size)
-        else:
-            shift_to_observed(amount @ spectra, shift, wave.size, out=cube)
+        shift = z_shift + np.log10(1 + velocity.ravel()[active] / C_KMS) / dlog
+        add_shifted(work, amount, spectra, shift)
 
     # Emission lines per source; the gas of bulge, disk and starburst shares the disk's rotation.
     pattern = star_forming_pattern(model, x, y, scale, rng).ravel()
@@ -246,7 +263,7 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
     sigma_inst = C_KMS / (SIGMA_FWHM * manga_specres(lines.LINE_WAVE * (1 + p.redshift)))
     disk = next((i for i, c in enumerate(model.components) if c.name == "disk"), 0)
     for comp, (mass, weights, velocity) in zip(model.components, maps):
-        gas_velocity = maps[disk][2] if comp.name in ("bulge", "disk", "starburst") else velocity
+        gas_velocity = (maps[disk][2] if comp.name in ("bulge", "disk", "starburst") else velocity).ravel()
         amount = (mass * weights).reshape(len(comp.nodes_re), -1).T
         for flux, sigma in (((amount @ comp.sf_lines) * pattern[:, None], p.sigma_gas_kms),
                             (amount @ comp.liner_lines, model.sigma_liner_kms)):
@@ -254,15 +271,18 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
             if peak <= 0:
                 continue
             line_maps += flux
-            _add_lines(cube, flux[:, lines.HA] > 1e-4 * peak, wave, flux * line_scale, gas_velocity.ravel(),
-                       np.hypot(sigma, sigma_inst), p.redshift)
+            _add_lines(work, flux[active, lines.HA] > 1e-4 * peak, wave, flux[active] * line_scale,
+                       gas_velocity[active], np.hypot(sigma, sigma_inst), p.redshift)
     if p.agn:  # a point at the galaxy centre, which is the centre spaxel of the odd-sized grid
         nucleus = np.zeros(n_spax, bool)
         nucleus[(ny // 2) * nx + nx // 2] = True
         flux = nucleus[:, None] * model.agn_lines[None, :]
         line_maps += flux
-        _add_lines(cube, nucleus, wave, flux * line_scale, maps[disk][2].ravel(),
+        _add_lines(work, nucleus[active], wave, flux[active] * line_scale, maps[disk][2].ravel()[active],
                    np.hypot(model.sigma_agn_kms, sigma_inst), p.redshift)
+    cube = np.zeros((n_spax, wave.size), dtype=np.float32)
+    cube[active] = work
+    del work
 
     cube = blur(cube.reshape(ny, nx, -1), gy, gx)
     weights_band = band_weights(wave)
@@ -321,11 +341,12 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
     ivar[rows, blue_edge:] = sigma**-2
     flux, ivar = flux.reshape(ny, nx, -1), ivar.reshape(ny, nx, -1)
 
-    spaxel_bits = np.where(covered, 0, manga_format.NOCOV | manga_format.DONOTUSE)
-    spaxel_bits = spaxel_bits | np.where(covered & (hexd > 1.0), manga_format.LOWCOV | manga_format.DONOTUSE, 0)
-    spaxel_bits = spaxel_bits | np.where(star, manga_format.FORESTAR, 0)
-    spectral_bits = np.where(np.arange(wave.size) < blue_edge, manga_format.DONOTUSE, 0)
-    mask = (spaxel_bits[..., None] | spectral_bits[None, None, :]).astype(np.int32)
+    bits = np.int32
+    spaxel_bits = np.where(covered, bits(0), bits(manga_format.NOCOV | manga_format.DONOTUSE))
+    spaxel_bits |= np.where(covered & (hexd > 1.0), bits(manga_format.LOWCOV | manga_format.DONOTUSE), bits(0))
+    spaxel_bits |= np.where(star, bits(manga_format.FORESTAR), bits(0))
+    spectral_bits = np.where(np.arange(wave.size) < blue_edge, bits(manga_format.DONOTUSE), bits(0))
+    mask = spaxel_bits[..., None] | spectral_bits[None, None, :]
     gri = flux.reshape(n_spax, -1) @ weights_band.astype(np.float32)
     images = {b: gri[:, k].reshape(ny, nx) for k, b in enumerate("gri")}
     return ObservedGalaxy(wave, flux, ivar, mask, images, star, truth_maps, central, cutout,
