@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..ssp import attenuation, broaden, calzetti_k, d4000_narrow, load_templates, R_V_CALZETTI
 from . import lines
@@ -38,7 +39,7 @@ def make_sed_library(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, pd.Data
     scale = L_SUN * 1e17 / (4 * np.pi * DISTANCE_CM**2)
     flux = np.zeros((n, wave.size))
     rows = []
-    for i in range(n):
+    for i in tqdm(range(n), desc="SED library", unit="spectrum", disable=n < 500):
         sfh = _draw_sfh(rng)
         log_m, logz = rng.uniform(8.5, 11.8), rng.uniform(-1.3, 0.35)
         sigma, av = rng.uniform(30.0, 300.0), rng.exponential(0.4)

@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 from astropy.io import fits
+from astropy.table import Table
 from tqdm import tqdm
 
 from ..formats import manga as manga_format
@@ -184,6 +185,8 @@ def write_mock_survey(out_dir, n_galaxies: int, seed: int, fmt: str = "manga", p
         manga_format.write_drpall(catalogue_path, catalogue)
     else:
         catalogue_path = out_dir / "califa-mock-catalogue.fits"
-        catalogue["nsa_elpetro_absmag"] = list(np.stack(catalogue["nsa_elpetro_absmag"]))
-        manga_format.write_drpall(catalogue_path, catalogue)
+        columns = {name: (np.stack(values) if name == "nsa_elpetro_absmag" else
+                          values.to_numpy() if pd.api.types.is_numeric_dtype(values) else values.to_numpy().astype("U"))
+                   for name, values in catalogue.items()}
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table(columns), name="CALIFA")]).writeto(catalogue_path, overwrite=True)
     return {"cubes": cubes, "truth": truth_path, "catalogue": catalogue_path}
