@@ -395,6 +395,7 @@ def _truth_maps(model, maps, pattern, line_maps, gy, gx, x, y, ny, nx):
         }
     truth_maps = {k: m.astype(np.float32) for k, m in truth_maps.items()}
 
+    # Central (r < 1.5″, a fibre-like aperture) line ratios and EWs give the BPT and WHAN classes.
     aperture = np.hypot(x, y) < CENTRAL_APERTURE_ARCSEC
     total = line_blur[aperture].sum(axis=0)
     cont = b["cont_ha"][aperture].sum()
