@@ -61,6 +61,11 @@ def line_markers(wave_range: tuple[float, float], top: float) -> hv.Overlay:
                                 text_align="right", yoffset=0)
 
 
+def _robust_top(flux: np.ndarray) -> float:
+    """Upper flux limit that shows the continuum: the strongest emission-line peaks may go off the top."""
+    return float(np.nanpercentile(flux, 99.7)) if np.isfinite(flux).any() else 1.0
+
+
 def prototype_plot(data: ExplorerData, nodes: list[int]) -> hv.Overlay:
     """Decoded prototype (solid), members' median (dashed) and 16–84 % band of each node, with line markers."""
     wave = np.asarray(data.bundle.wave)
@@ -77,10 +82,10 @@ def prototype_plot(data: ExplorerData, nodes: list[int]) -> hv.Overlay:
                 color=colour, alpha=0.18, line_alpha=0)
             overlay *= hv.Curve((wave, p50), kx, ky, label=f"{name} members' median").opts(
                 color=colour, line_dash="dashed", line_width=1)
-            top = max(top, float(np.nanmax(p84)))
+            top = max(top, _robust_top(p84))
         proto = np.asarray(prototypes[k], float)
         overlay *= hv.Curve((wave, proto), kx, ky, label=f"{name} decoded prototype").opts(color=colour, line_width=2)
-        top = max(top, float(np.nanmax(proto)))
+        top = max(top, _robust_top(proto))
     overlay *= line_markers((wave[0], wave[-1]), top * 1.02)
     title = ("Prototype spectra of " + ", ".join(node_name(data, k) for k in nodes)) if nodes else "No spectra selected"
     return overlay.opts(hv.opts.Overlay(title=title, legend_position="right", responsive=True, min_height=330,

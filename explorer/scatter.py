@@ -90,7 +90,7 @@ class GalaxyScatter:
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
-        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=520, name="galaxy-scatter")
+        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=520, css_classes=["galaxy-scatter"])
         self._sources: list = []  # Bokeh ColumnDataSources of the rendered plot(s) of this session
         self._rebuild()
         state.param.watch(self._rebuild, ["embedding", "colour_by"])

@@ -104,7 +104,7 @@ class SomMap:
 
     def __init__(self, data: ExplorerData, state: SelectionState, level: str, mode: pn.widgets.Widget):
         self.data, self.state, self.level, self.mode = data, state, level, mode
-        self.pane = pn.pane.HoloViews(name=f"{level}-map", linked_axes=False)
+        self.pane = pn.pane.HoloViews(linked_axes=False, css_classes=[f"{level}-map"])
         self._handles: list[dict] = []  # Bokeh models of the rendered plot(s): source, colour mapper, figure
         self._rebuild()
         mode.param.watch(self._rebuild, "value")

@@ -1,0 +1,186 @@
+"""The dashboard in headless Chromium: linked selection, hover, SOM taps, colour-by and CSV export.
+
+Plot positions come from BokehJS itself (each figure's frame and scales), so brushes and taps land on known
+data coordinates, and the expected galaxies are computed from the bundle the server is showing.
+"""
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explorer.data import ExplorerData
+
+pytestmark = pytest.mark.browser
+
+# A figure found by the start of its title: its frame on the page, data → page coordinates, colour mappers.
+FIGURE_JS = """([prefix, points]) => {
+  for (const view of Bokeh.index.all_views()) {
+    const title = view.model.title;
+    if (!view.frame || !title || typeof title.text !== "string" || !title.text.startsWith(prefix)) continue;
+    const rect = view.canvas_view.events_el.getBoundingClientRect();
+    const frame = view.frame;
+    return {
+      title: title.text,
+      points: points.map(([x, y]) => [rect.left + frame.x_scale.compute(x), rect.top + frame.y_scale.compute(y)]),
+      mappers: view.model.renderers.map(r => (r.glyph && r.glyph.fill_color && r.glyph.fill_color.transform)
+                                             ? r.glyph.fill_color.transform.type : null),
+    };
+  }
+  return null;
+}"""
+READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(
+  v => v.model.title && typeof v.model.title.text === "string" && v.model.title.text.startsWith("Galaxies in"))"""
+COUNT = re.compile(r"galaxies selected — ")
+
+
+@pytest.fixture(scope="module")
+def bundle(test_bundle):
+    """The bundle the server shows, read the dashboard's way, to compute what each step must show."""
+    return ExplorerData(test_bundle)
+
+
+@pytest.fixture
+def dashboard(page, dashboard_url):
+    """The page, loaded and rendered, with every console error and page error collected."""
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(dashboard_url)
+    page.wait_for_function(READY_JS, timeout=120_000)
+    page.get_by_text(COUNT).first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)  # let the last plots draw
+    page.errors = errors
+    yield page
+    assert not errors, f"console errors: {errors}"
+
+
+def figure(page, prefix, points=()):
+    found = page.evaluate(FIGURE_JS, [prefix, [list(map(float, p)) for p in points]])
+    assert found, f"no plot titled {prefix!r} on the page"
+    return found
+
+
+def count_text(page) -> str:
+    return page.get_by_text(COUNT).first.inner_text()
+
+
+def wait_for_change(page, read, before, timeout=30_000):
+    """Poll `read()` until it differs from `before`; return the new value."""
+    for _ in range(timeout // 250):
+        now = read()
+        if now != before:
+            return now
+        page.wait_for_timeout(250)
+    raise AssertionError(f"still {before!r} after {timeout} ms")
+
+
+def box_select(page, corners):
+    (x0, y0), (x1, y1) = corners
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+
+
+def brushed_galaxies(data, embedding, lo, hi):
+    xy = np.asarray(data.umap(embedding))
+    inside = (xy[:, 0] >= lo[0]) & (xy[:, 0] <= hi[0]) & (xy[:, 1] >= lo[1]) & (xy[:, 1] <= hi[1])
+    return np.flatnonzero(inside)
+
+
+def test_page_loads_without_console_errors(dashboard, artifacts):
+    assert "whole survey" in count_text(dashboard)
+    for title in ("Galaxies in", "DESOM-1", "DESOM-2", "Prototype spectra of"):
+        figure(dashboard, title)
+    dashboard.screenshot(path=artifacts / "01-loaded.png", full_page=True)
+    assert not dashboard.errors
+
+
+def test_box_selection_updates_table_and_hit_map(dashboard, bundle, artifacts):
+    embedding = next(iter(bundle.embeddings))
+    xy = np.asarray(bundle.umap(embedding))
+    lo, hi = xy.min(axis=0) - 0.01, np.median(xy, axis=0)
+    expected = brushed_galaxies(bundle, embedding, lo, hi)
+    assert 0 < len(expected) < bundle.n_galaxies
+    som = dashboard.locator(".desom1-map")
+    som_before = som.screenshot()
+    before, som_title = count_text(dashboard), figure(dashboard, "DESOM-1")["title"]
+    box_select(dashboard, figure(dashboard, "Galaxies in", [(lo[0], hi[1]), (hi[0], lo[1])])["points"])
+    after = wait_for_change(dashboard, lambda: count_text(dashboard), before)
+    assert after.startswith(f"{len(expected)} galaxies selected")
+    title = wait_for_change(dashboard, lambda: figure(dashboard, "DESOM-1")["title"], som_title)
+    n_spectra = int(bundle.galaxies["n_bins"].iloc[expected].sum())
+    assert title == f"DESOM-1: {n_spectra:,} selected binned spectra per node"
+    assert som.screenshot() != som_before  # the hit map was recoloured
+    dashboard.screenshot(path=artifacts / "02-box-selection.png", full_page=True)
+
+
+def test_tapping_a_som_node_updates_spectra_and_gallery(dashboard, bundle, artifacts):
+    grid = bundle.desom1
+    busiest = int(np.argmax(bundle.bundle.array("desom1/hits")))
+    row, col = divmod(busiest, grid["cols"])
+    spectra_title = figure(dashboard, "Prototype spectra of")["title"]
+    gallery_before = dashboard.get_by_text(re.compile("in the selection — page")).first.inner_text()
+    (x, y), = figure(dashboard, "DESOM-1", [(col, row)])["points"]
+    dashboard.mouse.click(x, y)
+    new_title = wait_for_change(dashboard, lambda: figure(dashboard, "Prototype spectra of")["title"], spectra_title)
+    assert new_title == f"Prototype spectra of node ({row}, {col})"
+    members = np.unique(bundle.bin_galaxy[bundle.bin_node == busiest])
+    gallery = wait_for_change(
+        dashboard, lambda: dashboard.get_by_text(re.compile("in the selection — page")).first.inner_text(),
+        gallery_before)
+    assert gallery.startswith(f"{len(members)} galaxies in the selection")
+    first_id = bundle.galaxies["galaxy_id"].iat[members[0]]
+    assert dashboard.get_by_role("button", name=first_id).first.is_visible()
+    dashboard.screenshot(path=artifacts / "03-som-tap.png", full_page=True)
+
+
+def test_hover_shows_the_galaxy_id(dashboard, bundle, artifacts):
+    embedding = next(iter(bundle.embeddings))
+    xy = np.asarray(bundle.umap(embedding))
+    # the most isolated galaxy, so the tooltip is about it alone
+    distance = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 1e9
+    g = int(np.argmax(distance.min(axis=1)))
+    (x, y), = figure(dashboard, "Galaxies in", [xy[g]])["points"]
+    dashboard.mouse.move(x - 3, y - 3)
+    dashboard.mouse.move(x, y, steps=3)
+    tooltip = dashboard.locator(".galaxy-tooltip").first
+    tooltip.wait_for(timeout=15_000)
+    assert bundle.galaxies["galaxy_id"].iat[g] in tooltip.inner_text()
+    dashboard.screenshot(path=artifacts / "04-hover.png")
+
+
+def test_csv_download_has_exactly_the_selection(dashboard, bundle, artifacts):
+    embedding = next(iter(bundle.embeddings))
+    xy = np.asarray(bundle.umap(embedding))
+    lo, hi = np.median(xy, axis=0), xy.max(axis=0) + 0.01
+    expected = brushed_galaxies(bundle, embedding, lo, hi)
+    before = count_text(dashboard)
+    box_select(dashboard, figure(dashboard, "Galaxies in", [(lo[0], hi[1]), (hi[0], lo[1])])["points"])
+    wait_for_change(dashboard, lambda: count_text(dashboard), before)
+    with dashboard.expect_download() as download:
+        dashboard.get_by_role("button", name="Download CSV").click()
+    path = artifacts / "selection.csv"
+    download.value.save_as(path)
+    table = pd.read_csv(path, comment="#")
+    assert sorted(table["galaxy_id"]) == sorted(bundle.galaxies["galaxy_id"].iloc[expected])
+    truth = bundle.galaxies.set_index("galaxy_id").loc[table["galaxy_id"]]
+    assert np.allclose(table["log_mstar"], truth["log_mstar"]) and list(table["morphology"]) == list(truth["morphology"])
+    assert bundle.bundle.id in path.read_text()
+
+
+def test_colour_by_recolours_the_scatter(dashboard, artifacts):
+    before = figure(dashboard, "Galaxies in")
+    assert before["mappers"][0] == "LinearColorMapper"
+    scatter = dashboard.locator(".galaxy-scatter")
+    image_before = scatter.screenshot()
+    dashboard.locator("select", has=dashboard.locator("option", has_text="Specific SFR")).select_option(
+        label="morphology (category)")
+    after = wait_for_change(dashboard, lambda: figure(dashboard, "Galaxies in")["title"], before["title"])
+    assert "coloured by morphology" in after
+    assert figure(dashboard, "Galaxies in")["mappers"][0] == "CategoricalColorMapper"
+    assert scatter.screenshot() != image_before
+    dashboard.screenshot(path=artifacts / "05-colour-by.png", full_page=True)
