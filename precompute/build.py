@@ -37,7 +37,10 @@ def prepared_galaxies(config: dict) -> list:
     else:
         mock = config["mock"]
         stream = prepare.prepare_mock(mock["galaxies"], config["seed"], mock["format"], config)
-    return list(stream)
+    galaxies, skipped = prepare.collect(stream)
+    if skipped:
+        print(f"{skipped} input(s) skipped (see the messages above); building from {len(galaxies)} galaxies")
+    return galaxies
 
 
 def build(config: dict, out: Path) -> Path:

@@ -52,6 +52,7 @@ class PreparedGalaxy:
     spaxel_bins: np.ndarray  # int32 [ny, nx], bin_id of each spaxel, -1 = none
     spaxel_flux: np.ndarray  # float32 [ny, nx, n_wave], each spaxel normalised; 0 where bad or unusable
     spaxel_ivar: np.ndarray  # float32 [ny, nx, n_wave]
+    spaxel_norm: np.ndarray  # float32 [ny, nx], each spaxel's mean rest-frame flux in the norm window (input units); 0 = unusable
     image: np.ndarray  # float32 [3, S, S], g r i nanomaggies per pixel
     thumbnail_png: bytes
 
@@ -324,6 +325,7 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
         spaxel_bins=spaxel_bins.reshape(spatial),
         spaxel_flux=spaxel_flux.reshape(*spatial, grid.size).astype(np.float32),
         spaxel_ivar=spaxel_ivar.reshape(*spatial, grid.size).astype(np.float32),
+        spaxel_norm=np.where(usable, norm, 0.0).reshape(spatial).astype(np.float32),
         image=images.rebin_flux(native, int(prepare_config["image_size"])),
         thumbnail_png=images.thumbnail_png(native),
     )
