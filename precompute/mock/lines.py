@@ -56,7 +56,7 @@ def star_forming_ratios(oh) -> np.ndarray:
     """HII-region line fluxes per unit Hα for gas of metallicity ``oh`` = 12 + log(O/H), case B Balmer."""
     oh = np.asarray(oh, float)
     n2 = np.clip((oh - 8.90) / 0.57, -2.0, -0.45)  # Pettini & Pagel (2004), inverted
-    o3 = np.minimum(0.61 / (n2 - 0.02) + 1.2 - 0.1, 0.9)  # 0.1 dex below the Kewley (2013) SF sequence
+    o3 = np.minimum(0.61 / (n2 - 0.02) + 1.2 - 0.2, 0.9)  # 0.2 dex below the Kewley (2013) SF sequence
     s2 = -0.5 + 0.3 * (n2 + 0.8)
     oi = -1.6 + 0.3 * (n2 + 0.8)
     r2 = np.maximum(0.45 - 1.5 * (oh - 8.25) ** 2, -0.3)  # [OII]/Hβ peaks at intermediate metallicity
@@ -72,8 +72,8 @@ def seyfert_ratios(rng: np.random.Generator) -> np.ndarray:
 
 def liner_ratios(rng: np.random.Generator) -> np.ndarray:
     """LINER-like diffuse gas ionised by hot evolved stars: above Kewley (2001), below Schawinski (2007)."""
-    n2 = rng.uniform(0.0, 0.3)
-    o3 = rng.uniform(0.0, min(0.35, 1.05 * n2 + 0.3))
+    n2 = rng.uniform(0.05, 0.35)
+    o3 = rng.uniform(-0.15, 0.2)  # well below the Schawinski line, so mixing with HII regions stays non-Seyfert
     return _ratios(n2, o3, rng.uniform(-0.2, 0.05), rng.uniform(-0.9, -0.6), rng.uniform(0.5, 0.8), 3.0)
 
 
