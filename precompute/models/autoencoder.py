@@ -1,12 +1,17 @@
 """Convolutional autoencoders for DESOM: 1-D on spectra (DESOM-1), 2-D on fingerprint images (DESOM-2).
 
-One class serves both: a stack of conv blocks (convolution, max-pool by 2, leaky ReLU) down to a dense latent vector,
-and the mirrored decoder (dense, then transposed convolutions that double the length). Inputs are padded to a
-multiple of 2^n_blocks and the output is cropped back, so any spectrum length or map size works.
+One class serves both: a stack of conv blocks (convolution, max-pool by 2, leaky ReLU) down to a dense latent
+vector, and the mirrored decoder (dense, then transposed convolutions that double the length). Inputs are padded to
+a multiple of 2^n_blocks and the output is cropped back, so any spectrum length or map size works.
+
+Beside the convolutional paths runs a linear one (input -> latent -> output, one matrix each way) that DESOM
+starts at the PCA of the training data, with the convolutional paths starting at zero: the autoencoder begins as
+PCA at the same width and training adds only what the nonlinear paths improve. Without it a light network needs
+many more epochs than a CPU build can afford just to catch up with PCA (emission-line strengths, linear in the
+flux, dominate the squared error).
 
 Inputs are centred on the training mean and divided by one global scale before encoding (and the decoder's output
-is mapped back): the network then learns only the variations between spectra, as PCA does, and trains in few
-epochs instead of first having to learn the mean spectrum.
+is mapped back), so the network learns only the variations between spectra, as PCA does.
 """
 from __future__ import annotations
 
@@ -47,10 +52,12 @@ class ConvAutoencoder(nn.Module):
             # pooling first gives the same result (both monotone) with half the elementwise work.
             blocks += [conv(c_in, c_out, kernel_size, padding=kernel_size // 2), pool(2), nn.LeakyReLU(0.1, inplace=True)]
             c_in = c_out
+        self.encoder = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(math.prod(self.code_shape), latent_dim))
+        n_inputs = math.prod(self.input_shape)
+        self.encoder_linear = nn.Linear(n_inputs, latent_dim, bias=False)
         # The latent is standardised over the data (batch norm without learned scale): the SOM loss of DESOM
         # could otherwise be lowered by shrinking every code towards one point, which collapses the map.
-        self.encoder = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(math.prod(self.code_shape), latent_dim),
-                                     nn.BatchNorm1d(latent_dim, affine=False))
+        self.latent_norm = nn.BatchNorm1d(latent_dim, affine=False)
 
         # Mirror: dense back to the last feature maps, then transposed convolutions (kernel 4, stride 2: exact x2).
         blocks = [nn.Linear(latent_dim, math.prod(self.code_shape)), nn.LeakyReLU(0.1), nn.Unflatten(1, self.code_shape)]
@@ -62,8 +69,24 @@ class ConvAutoencoder(nn.Module):
                 blocks.append(nn.LeakyReLU(0.1))
             c_in = c_out
         self.decoder = nn.Sequential(*blocks)
+        self.decoder_linear = nn.Linear(latent_dim, n_inputs, bias=False)
         self.register_buffer("offset", torch.zeros(self.input_shape))
         self.register_buffer("scale", torch.ones(()))
+
+    @torch.no_grad()
+    def start_from_pca(self, components: torch.Tensor, score_std: torch.Tensor) -> "ConvAutoencoder":
+        """Linear paths = PCA (components [m, n_inputs] of the normalised inputs, m <= latent_dim, and the
+        standard deviation of their scores [m]); convolutional paths silent until training wakes them."""
+        m = components.shape[0]
+        std = score_std.clamp_min(1e-12)
+        self.encoder_linear.weight[:m] = components / std[:, None]
+        self.decoder_linear.weight[:, :m] = components.T * std[None, :]
+        self.encoder_linear.weight[m:] = 0.0
+        self.decoder_linear.weight[:, m:] = 0.0
+        for layer in (self.encoder[-1], self.decoder[-1]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        return self
 
     @torch.no_grad()
     def set_normalisation(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> "ConvAutoencoder":
@@ -87,12 +110,13 @@ class ConvAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"autoencoder expects inputs of shape [N, {self.input_shape}], got {tuple(x.shape)}")
-        return self.encoder(self._pad(((x - self.offset) / self.scale).unsqueeze(1)))
+        h = (x - self.offset) / self.scale
+        return self.latent_norm(self.encoder(self._pad(h.unsqueeze(1))) + self.encoder_linear(h.flatten(1)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         out = self.decoder(z).squeeze(1)
         out = out[:, : self.input_shape[0]] if len(self.input_shape) == 1 else out[:, : self.input_shape[0], : self.input_shape[1]]
-        return self.offset + self.scale * out
+        return self.offset + self.scale * (out + self.decoder_linear(z).view(-1, *self.input_shape))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)

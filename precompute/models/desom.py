@@ -2,10 +2,12 @@
 
 Seed 001 (Teimoorinia et al. 2022) maps binned MaNGA spectra with it (DESOM-1, 15×15) and then the galaxies'
 fingerprints (DESOM-2, 10×10). The loss is the masked reconstruction MSE plus γ times the SOM loss
-Σ_k h(bmu, k; σ) |z − w_k|² with σ annealed over the iterations; the same loop trains both autoencoders.
+Σ_k h(bmu, k; σ) |z − w_k|² (normalised per latent dimension and neighbourhood weight, see `_som_loss`) with σ
+annealed over the iterations; the same loop trains both autoencoders.
 
-Training: optional autoencoder pre-training (reconstruction only), SOM prototypes laid on the principal plane of
-the latent codes, then joint training with early stopping on a validation split (the best epoch is kept).
+Training: the autoencoder's linear paths start at the PCA of the training inputs (`pca_start`), optional
+pre-training of the autoencoder alone, SOM prototypes laid on the principal plane of the latent codes, then joint
+training with early stopping on a validation split (the best epoch is kept).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from precompute.models.autoencoder import ConvAutoencoder
-from precompute.models.som import SOMLayer, sigma_at
+from precompute.models.som import SOMLayer, neighbourhood, sigma_at
 
 
 def resolve_device(device: str) -> torch.device:
@@ -49,7 +51,8 @@ class DESOM:
                  gamma: float = 5e-4, sigma_start: float | None = None, sigma_end: float = 0.5,
                  sigma_schedule: str = "exponential", pretrain_epochs: int = 3, n_epochs: int = 10,
                  batch_size: int = 256, learning_rate: float = 1e-3, patience: int = 3,
-                 validation_fraction: float = 0.1, som_init: str = "pca", seed: int = 0, device: str = "auto",
+                 validation_fraction: float = 0.1, som_init: str = "pca", pca_start: bool = True, seed: int = 0,
+                 device: str = "auto",
                  checkpoint: str | Path | None = None, verbose: bool = True):
         self.autoencoder = autoencoder
         self.rows = rows
@@ -66,6 +69,7 @@ class DESOM:
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.som_init = som_init
+        self.pca_start = pca_start
         self.seed = seed
         self.device = device
         self.checkpoint = checkpoint
@@ -96,6 +100,8 @@ class DESOM:
                 module.reset_parameters()
         self.autoencoder_.set_normalisation(X[train], mask[train])
         X = self._impute(X, mask)
+        if self.pca_start:
+            self.autoencoder_.start_from_pca(*self._principal_components(X[train], generator))
         self.autoencoder_.to(device)
         latent_dim = self.autoencoder_.config["latent_dim"]
         self.som_ = SOMLayer(self.rows, self.cols, latent_dim, self.topology).to(device)
@@ -136,6 +142,17 @@ class DESOM:
         self.seconds_ = time.perf_counter() - start
         return self
 
+    def _principal_components(self, X: torch.Tensor, generator, max_samples: int = 20_000):
+        """Leading principal axes [m, n_inputs] of the normalised inputs and the std of their scores [m]."""
+        if X.shape[0] > max_samples:  # the axes need a fair sample, not every spectrum
+            X = X[torch.randperm(X.shape[0], generator=generator)[:max_samples]]
+        h = ((X - self.autoencoder_.offset) / self.autoencoder_.scale).flatten(1).double()
+        h = h - h.mean(0)
+        eigval, eigvec = torch.linalg.eigh(h.T @ h / max(h.shape[0] - 1, 1))
+        m = min(self.autoencoder_.config["latent_dim"], h.shape[1], max(h.shape[0] - 1, 1))
+        order = eigval.argsort(descending=True)[:m]
+        return eigvec[:, order].T.float(), eigval[order].clamp_min(0).sqrt().float()
+
     def _epoch(self, X, mask, train, optimizer, generator, device, joint, schedule=None, step=0) -> int:
         self.autoencoder_.train()
         for batch in self._batches(train[torch.randperm(len(train), generator=generator)]):
@@ -143,12 +160,22 @@ class DESOM:
             x_hat, z = self.autoencoder_(x)
             loss = masked_mse(x, x_hat, m)
             if joint:
-                loss = loss + self.gamma * self.som_.som_loss(z, schedule(step))
+                loss = loss + self.gamma * self._som_loss(z, schedule(step))
                 step += 1
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         return step
+
+    def _som_loss(self, z: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Forest et al.'s SOM loss per latent dimension and per unit of neighbourhood weight.
+
+        Our latent is standardised, so the raw loss grows with the latent width and with σ (the neighbourhood
+        sums over ~2πσ² nodes); normalised, γ weighs the map against the reconstruction the same way for any
+        width and all along the σ schedule, and the early wide neighbourhoods do not swamp the reconstruction.
+        """
+        mass = neighbourhood(self.som_.grid_sq, sigma).sum(1).mean()
+        return self.som_.som_loss(z, sigma) / (mass * z.shape[1])
 
     @torch.no_grad()
     def _losses(self, X, mask, index, device, sigma) -> tuple[float, float]:
@@ -160,7 +187,7 @@ class DESOM:
             x_hat, z = self.autoencoder_(x)
             batch_mse = float(masked_mse(x, x_hat, m))
             mse += batch_mse * len(batch)
-            total += (batch_mse + (self.gamma * float(self.som_.som_loss(z, sigma)) if sigma else 0.0)) * len(batch)
+            total += (batch_mse + (self.gamma * float(self._som_loss(z, sigma)) if sigma else 0.0)) * len(batch)
         n = max(len(index), 1)
         return mse / n, total / n
 
@@ -184,7 +211,7 @@ class DESOM:
 
     # --------------------------------------------------------------------------------------------- inference
     def _inputs(self, X, mask=None):
-        X = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        X = torch.from_numpy(np.array(X, dtype=np.float32))  # a copy: bundle arrays are read-only memory maps
         shape = self.autoencoder.config["input_shape"]
         if tuple(X.shape[1:]) != tuple(shape):
             raise ValueError(f"DESOM expects inputs of shape [N, {', '.join(map(str, shape))}], got {tuple(X.shape)}")
