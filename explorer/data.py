@@ -149,7 +149,10 @@ class ExplorerData:
         return np.flatnonzero(self.galaxy_mask(galaxies)[self.bin_galaxy])
 
     def galaxies_of(self, spectra: np.ndarray) -> np.ndarray:
-        return np.unique(self.bin_galaxy[spectra])
+        """Indices g of the galaxies owning `spectra`, sorted, each once."""
+        mask = np.zeros(self.n_galaxies, bool)
+        mask[self.bin_galaxy[spectra]] = True
+        return np.flatnonzero(mask)
 
     def spectra_in_nodes(self, nodes) -> np.ndarray:
         if self.bin_node is None:
@@ -190,6 +193,19 @@ class ExplorerData:
         key = ("bin_values", column)
         if key not in self._cache:
             self._cache[key] = self.galaxies[column].to_numpy()[self.bin_galaxy]
+        return self._cache[key]
+
+    def categories(self, column: str) -> list[str]:
+        """Categories of a categorical galaxy column, in legend order."""
+        from explorer.colours import category_colours
+
+        return list(category_colours(column, self.galaxies[column]))
+
+    def bin_categories(self, column: str) -> np.ndarray:
+        """A categorical galaxy column as strings, repeated for each binned spectrum (cached)."""
+        key = ("bin_categories", column)
+        if key not in self._cache:
+            self._cache[key] = as_categories(self.galaxies[column]).to_numpy(dtype=object)[self.bin_galaxy]
         return self._cache[key]
 
     def survey_histogram(self, column: str, edges: np.ndarray) -> np.ndarray:

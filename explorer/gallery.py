@@ -101,6 +101,8 @@ class _Card:
         self.view = pn.Column(self.image, self.button, self.caption, margin=4, css_classes=["gallery-card"])
 
     def show(self, data: ExplorerData, g: int | None, caption: str = "") -> None:
+        if g == self.g and caption == self.caption.object:
+            return  # unchanged: send nothing
         self.g = g
         self.view.visible = g is not None
         if g is not None:

@@ -1,16 +1,18 @@
 """Decoded prototype spectra of DESOM-1 nodes with their members' 16–84 % band and median, spectral line
 markers, and the nodes' empirical property distributions (seed 001, Fig. 6).
 
-The nodes shown are the selected nodes, or else the most populated nodes of the current selection.
+The nodes shown are the selected nodes, or else the most populated nodes of the current selection. Both plots
+have a fixed set of slots (one per node shown), so when the nodes change only the slots' data go to the browser.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import holoviews as hv
 import numpy as np
 import panel as pn
 import param
 
-from explorer.colours import as_categories
 from explorer.data import ExplorerData, label
 from explorer.state import SelectionState
 
@@ -66,65 +68,122 @@ def _robust_top(flux: np.ndarray) -> float:
     return float(np.nanpercentile(flux, 99.7)) if np.isfinite(flux).any() else 1.0
 
 
-def prototype_plot(data: ExplorerData, nodes: list[int]) -> hv.Overlay:
-    """Decoded prototype (solid), members' median (dashed) and 16–84 % band of each node, with line markers."""
-    wave = np.asarray(data.bundle.wave)
-    prototypes = data.bundle.array("desom1/prototype_spectra")
+def node_spectra(data: ExplorerData, k: int | None) -> dict[str, np.ndarray]:
+    """Members' 16th, 50th, 84th percentile and decoded prototype of node k (NaN for no node / no members)."""
+    n_wave = data.bundle.wave.size
+    if k is None:
+        return {key: np.full(n_wave, np.nan) for key in ("p16", "p50", "p84", "prototype")}
     members = data.bundle.array("desom1/member_spectra")
-    overlay, top = hv.Overlay(), 1.0
+    out = {key: np.asarray(members[i, k], float) for i, key in ((1, "p16"), (2, "p50"), (3, "p84"))}
+    out["prototype"] = np.asarray(data.bundle.array("desom1/prototype_spectra")[k], float)
+    return out
+
+
+def slot_sources(wave: np.ndarray, spectra: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Bokeh source columns of one slot, as HoloViews lays them out (an Area is one closed patch)."""
+    return {
+        "Band": {"x": np.concatenate([wave, wave[::-1]]), "y": np.concatenate([spectra["p84"], spectra["p16"][::-1]])},
+        "Median": {"wave": wave, "flux": spectra["p50"]},
+        "Prototype": {"wave": wave, "flux": spectra["prototype"]},
+    }
+
+
+def spectra_title(data: ExplorerData, nodes: list[int]) -> str:
+    return ("Prototype spectra of " + ", ".join(node_name(data, k) for k in nodes)) if nodes else "No spectra selected"
+
+
+def spectra_top(data: ExplorerData, nodes: list[int]) -> float:
+    tops = [1.0] + [_robust_top(v) for k in nodes for key, v in node_spectra(data, k).items() if key != "p16"]
+    return max(tops)
+
+
+def prototype_plot(data: ExplorerData, nodes: list[int], hook=None) -> hv.Overlay:
+    """Decoded prototype (solid), members' median (dashed) and 16–84 % band of each node (one colour per slot),
+    with line markers. `hook(slot, role, plot, element)` receives each rendered layer (role "figure" for the
+    whole plot, "labels" for the line names)."""
+    wave = np.asarray(data.bundle.wave)
     kx = hv.Dimension("wave", label="Rest-frame wavelength [Å]")
     ky = hv.Dimension("flux", label="Normalised flux (mean 4050–4150 Å = 1)")
-    for k, colour in zip(nodes, NODE_COLOURS):
-        name = node_name(data, k)
-        p16, p50, p84 = (np.asarray(members[i, k], float) for i in (1, 2, 3))
-        if np.isfinite(p50).any():
-            overlay *= hv.Area((wave, p16, p84), kdims=[kx], vdims=[ky, "flux_84"]).opts(
-                color=colour, alpha=0.18, line_alpha=0)
-            overlay *= hv.Curve((wave, p50), kx, ky, label=f"{name} members' median").opts(
-                color=colour, line_dash="dashed", line_width=1)
-            top = max(top, _robust_top(p84))
-        proto = np.asarray(prototypes[k], float)
-        overlay *= hv.Curve((wave, proto), kx, ky, label=f"{name} decoded prototype").opts(color=colour, line_width=2)
-        top = max(top, _robust_top(proto))
-    overlay *= line_markers((wave[0], wave[-1]), top * 1.02)
-    title = ("Prototype spectra of " + ", ".join(node_name(data, k) for k in nodes)) if nodes else "No spectra selected"
-    return overlay.opts(hv.opts.Overlay(title=title, legend_position="right", responsive=True, min_height=330,
-                                        ylim=(0, top * 1.25), show_grid=True,
-                                        legend_opts={"label_text_font_size": "8pt", "spacing": 0}))
+    top = spectra_top(data, nodes)
+    hooks = (lambda slot, role: [partial(hook, slot, role)]) if hook else (lambda slot, role: [])
+    overlay = hv.Overlay()
+    for slot, colour in enumerate(NODE_COLOURS):
+        spectra = node_spectra(data, nodes[slot] if slot < len(nodes) else None)
+        overlay *= hv.Area((wave, spectra["p16"], spectra["p84"]), kdims=[kx], vdims=[ky, "flux_84"], group="Band",
+                           label=f"slot{slot}").opts(color=colour, alpha=0.18, line_alpha=0,
+                                                     hooks=hooks(slot, "Band"))
+        overlay *= hv.Curve((wave, spectra["p50"]), kx, ky, group="Median", label=f"slot{slot}").opts(
+            color=colour, line_dash="dashed", line_width=1, hooks=hooks(slot, "Median"))
+        overlay *= hv.Curve((wave, spectra["prototype"]), kx, ky, group="Prototype", label=f"slot{slot}").opts(
+            color=colour, line_width=2, hooks=hooks(slot, "Prototype"))
+    markers = line_markers((wave[0], wave[-1]), top * 1.02)
+    markers = markers.map(lambda el: el.opts(hooks=hooks(None, "labels")), hv.Labels)
+    return (overlay * markers).opts(hv.opts.Overlay(
+        title=spectra_title(data, nodes), show_legend=False, responsive=True, min_height=330, ylim=(0, top * 1.25),
+        show_grid=True, hooks=hooks(None, "figure")))
 
 
-def distribution_plot(data: ExplorerData, nodes: list[int], column: str) -> hv.Overlay:
-    """Empirical distribution of `column` among each node's member spectra, against the whole survey (grey)."""
-    bins_values = data.bin_values(column)
-    title = f"{label(column)} of the nodes' members"
+def spectra_key(data: ExplorerData, nodes: list[int]) -> str:
+    """HTML key: the colour of each node shown, and what the line styles mean."""
+    swatches = " ".join(f'<span style="color:{c}">■</span> {node_name(data, k)}' for k, c in zip(nodes, NODE_COLOURS))
+    return (f'<div style="font-size:12px">{swatches} &nbsp;·&nbsp; solid: decoded prototype · dashed: members\' '
+            f'median · band: members\' 16–84 % · <span style="color:{LINE_COLOURS["emission"]}">emission</span> / '
+            f'<span style="color:{LINE_COLOURS["absorption"]}">absorption</span> lines</div>')
+
+
+def node_distribution(data: ExplorerData, k: int | None, column: str, edges: np.ndarray | None = None):
+    """Distribution of `column` among node k's member spectra: (bin centres, PDF) for a numeric column on
+    `edges`, (categories, fractions) for a categorical one. All NaN for no node."""
     if data.colour_columns.get(column) == "categorical":
-        categories = as_categories(data.galaxies[column]).to_numpy()[data.bin_galaxy]
-        rows = []
-        for k in nodes:
-            members = categories[data.bin_node == k]
-            names, counts = np.unique(members, return_counts=True)
-            rows += [(node_name(data, k), n, c / max(len(members), 1)) for n, c in zip(names, counts)]
-        bars = hv.Bars(rows, kdims=["node", hv.Dimension("category", label=label(column))], vdims=["fraction"])
-        return bars.opts(title=title, responsive=True, min_height=330, xrotation=30, ylabel="fraction of members",
-                         multi_level=False, color=hv.dim("node").categorize(
-                             {node_name(data, k): c for k, c in zip(nodes, NODE_COLOURS)}))
+        categories = data.categories(column)
+        if k is None:
+            return categories, np.full(len(categories), np.nan)
+        members = data.bin_categories(column)[data.bin_node == k]
+        counts = np.array([(members == c).sum() for c in categories], float)
+        return categories, counts / max(len(members), 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    if k is None:
+        return centres, np.full(len(centres), np.nan)
+    histograms = data.bundle.arrays("desom1/node_histograms")
+    if column in histograms and np.array_equal(histograms[f"{column}__edges"], edges):
+        return centres, np.asarray(histograms[column][k], float)
+    values = data.bin_values(column).astype(float)[data.bin_node == k]
+    return centres, np.histogram(values, bins=edges, density=True)[0]
+
+
+def distribution_edges(data: ExplorerData, column: str) -> np.ndarray:
     histograms = data.bundle.arrays("desom1/node_histograms")
     if column in histograms:
-        edges, pdfs = histograms[f"{column}__edges"], histograms[column]
-    else:  # a property the build did not histogram: count it here
-        finite = bins_values[np.isfinite(bins_values.astype(float))]
-        edges = np.histogram_bin_edges(finite, bins=24)
-        pdfs = None
+        return histograms[f"{column}__edges"]
+    values = data.bin_values(column).astype(float)
+    return np.histogram_bin_edges(values[np.isfinite(values)], bins=24)
+
+
+def distribution_plot(data: ExplorerData, nodes: list[int], column: str, hook=None) -> hv.Overlay:
+    """Empirical distribution of `column` among each node's member spectra (seed 001 Fig. 6), against all
+    spectra (grey). `hook(slot, plot, element)` receives each rendered slot."""
+    categorical = data.colour_columns.get(column) == "categorical"
+    edges = None if categorical else distribution_edges(data, column)
     kx = hv.Dimension(column, label=label(column))
-    survey = data.survey_histogram(column, edges)
-    overlay = hv.Histogram((edges, survey), kdims=[kx], vdims=["density"], label="all spectra").opts(
-        fill_color="#cccccc", line_color="#999999", alpha=0.6)
-    for k, colour in zip(nodes, NODE_COLOURS):
-        pdf = pdfs[k] if pdfs is not None else np.histogram(bins_values[data.bin_node == k].astype(float),
-                                                             bins=edges, density=True)[0]
-        overlay *= hv.Histogram((edges, np.nan_to_num(pdf)), kdims=[kx], vdims=["density"], label=node_name(data, k)).opts(
-            fill_alpha=0.25, fill_color=colour, line_color=colour, line_width=1.5)
-    return overlay.opts(hv.opts.Overlay(title=title, responsive=True, min_height=330, legend_position="top_right"))
+    hooks = (lambda slot: [partial(hook, slot)]) if hook else (lambda slot: [])
+    if categorical:
+        categories = data.categories(column)
+        everyone = data.bin_categories(column)
+        overall = np.array([(everyone == c).mean() for c in categories])
+        overlay = hv.Scatter((categories, overall), kx, "fraction", label="all spectra").opts(
+            color="#bbbbbb", size=12, marker="square")
+        element = hv.Scatter
+    else:
+        overlay = hv.Histogram((edges, data.survey_histogram(column, edges)), kdims=[kx], vdims=["density"],
+                               label="all spectra").opts(fill_color="#cccccc", line_color="#999999", alpha=0.6)
+        element = hv.Curve
+    for slot, colour in enumerate(NODE_COLOURS):
+        x, y = node_distribution(data, nodes[slot] if slot < len(nodes) else None, column, edges)
+        layer = element((x, y), kx, "fraction" if categorical else "density", label=f"slot{slot}")
+        overlay *= layer.opts(color=colour, hooks=hooks(slot), **({"size": 8} if categorical else {"line_width": 2}))
+    return overlay.opts(hv.opts.Overlay(title=f"{label(column)} of the nodes' members", responsive=True,
+                                        min_height=330, show_legend=False,
+                                        **({"xrotation": 30} if categorical else {})))
 
 
 class ShownNodes(param.Parameterized):
@@ -133,21 +192,25 @@ class ShownNodes(param.Parameterized):
 
 class PrototypeSpectra:
     """Prototype spectra and property distributions for the selected (or most populated) DESOM-1 nodes.
-    The plots follow the nodes shown, not the selection: most selection changes leave them untouched."""
+    The plots follow the nodes shown, not the selection, and a change of nodes only refills their slots."""
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
         self.shown = ShownNodes(nodes=self.shown_nodes())
-        state.param.watch(self._follow, ["nodes", "galaxies", "spectra"])
-        spectra = hv.DynamicMap(pn.bind(self._spectra, nodes=self.shown.param.nodes))
-        self.spectra_pane = pn.pane.HoloViews(spectra, sizing_mode="stretch_width", min_height=330,
-                                              name="prototype-spectra")
-        distribution = hv.DynamicMap(pn.bind(self._distribution, nodes=self.shown.param.nodes,
-                                             column=state.param.colour_by))
-        self.distribution_pane = pn.pane.HoloViews(distribution, sizing_mode="stretch_width", min_height=330)
-        self.view = pn.Row(pn.Column(self.spectra_pane, sizing_mode="stretch_width"),
+        self._spectra_models: dict = {}
+        self._distribution_models: dict = {}
+        self.key = pn.pane.HTML(spectra_key(data, self.shown.nodes), sizing_mode="stretch_width", margin=(0, 10))
+        self.spectra_pane = pn.pane.HoloViews(prototype_plot(data, self.shown.nodes, self._remember_spectra),
+                                              sizing_mode="stretch_width", min_height=330,
+                                              css_classes=["prototype-spectra"])
+        self.distribution_pane = pn.pane.HoloViews(sizing_mode="stretch_width", min_height=330)
+        self._rebuild_distribution()
+        self.view = pn.Row(pn.Column(self.key, self.spectra_pane, sizing_mode="stretch_width"),
                            pn.Column(self.distribution_pane, sizing_mode="stretch_width", max_width=480),
                            sizing_mode="stretch_width")
+        state.param.watch(self._follow, ["nodes", "galaxies", "spectra"])
+        state.param.watch(self._rebuild_distribution, ["colour_by"])
+        self.shown.param.watch(self._refill, ["nodes"])
 
     def shown_nodes(self) -> list[int]:
         return nodes_to_show(self.state.nodes, self.state.node_hits)
@@ -157,8 +220,40 @@ class PrototypeSpectra:
         if nodes != self.shown.nodes:
             self.shown.nodes = nodes
 
-    def _spectra(self, nodes):
-        return prototype_plot(self.data, nodes)
+    def _remember_spectra(self, slot, role, plot, element) -> None:
+        self._spectra_models[(slot, role)] = plot.handles["plot"] if role == "figure" else plot.handles["source"]
 
-    def _distribution(self, nodes, column):
-        return distribution_plot(self.data, nodes, column)
+    def _remember_distribution(self, slot, plot, element) -> None:
+        self._distribution_models[slot] = plot.handles["source"]
+
+    def _rebuild_distribution(self, *_):
+        self._distribution_models = {}
+        self.distribution_pane.object = distribution_plot(self.data, self.shown.nodes, self.state.colour_by,
+                                                          self._remember_distribution)
+
+    def _refill(self, *_):
+        nodes, data = self.shown.nodes, self.data
+        self.key.object = spectra_key(data, nodes)
+        if not self._spectra_models:  # not rendered yet: the next render builds from scratch
+            self.spectra_pane.object = prototype_plot(data, nodes, self._remember_spectra)
+        else:
+            wave = np.asarray(data.bundle.wave)
+            for slot in range(len(NODE_COLOURS)):
+                columns = slot_sources(wave, node_spectra(data, nodes[slot] if slot < len(nodes) else None))
+                for role, values in columns.items():
+                    self._spectra_models[(slot, role)].data = values
+            top = spectra_top(data, nodes)
+            figure = self._spectra_models[(None, "figure")]
+            figure.title.text = spectra_title(data, nodes)
+            figure.y_range.end = top * 1.25
+            labels = self._spectra_models[(None, "labels")]
+            labels.data = {**labels.data, "y": np.full(len(labels.data["y"]), top * 1.02)}
+        if not self._distribution_models:
+            self._rebuild_distribution()
+            return
+        edges = None if self.data.colour_columns.get(self.state.colour_by) == "categorical" else \
+            distribution_edges(data, self.state.colour_by)
+        for slot, source in self._distribution_models.items():
+            _, y = node_distribution(data, nodes[slot] if slot < len(nodes) else None, self.state.colour_by, edges)
+            column = "fraction" if edges is None else "density"
+            source.data = {**source.data, column: y}

@@ -108,7 +108,7 @@ class SelectionTable:
         self.render()
 
     def render(self, *_) -> None:
-        frame = selection_frame(self.data, self.state.selected)[self.columns]
+        frame = self.data.galaxies[self.columns].iloc[self.state.selected]  # state indices are sorted
         self.table.value = frame.reset_index(drop=True)
         self.count.object = f"**{len(frame):,} galaxies selected** — {self.state.how}"
 

@@ -145,33 +145,40 @@ def test_nodes_to_show():
 def test_prototype_plot_shows_decoded_spectra_and_lines(data):
     node = int(np.argmax(data.bundle.array("desom1/hits")))
     overlay = prototype_spectra.prototype_plot(data, [node])
-    curves = [el for el in overlay if el.label.endswith("decoded prototype")]
-    assert len(curves) == 1
-    assert np.allclose(curves[0].dimension_values(1), data.bundle.array("desom1/prototype_spectra")[node])
-    bands = [el for el in overlay if type(el).__name__ == "Area"]
-    assert np.allclose(bands[0].dimension_values(1), data.bundle.array("desom1/member_spectra")[1, node])
+    prototypes = [el for el in overlay if el.group == "Prototype"]
+    assert len(prototypes) == prototype_spectra.MAX_NODES  # fixed slots; the unused ones are empty
+    assert np.allclose(prototypes[0].dimension_values(1), data.bundle.array("desom1/prototype_spectra")[node])
+    assert np.isnan(prototypes[1].dimension_values(1)).all()
+    band = [el for el in overlay if el.group == "Band"][0]
+    assert np.allclose(band.dimension_values(1), data.bundle.array("desom1/member_spectra")[1, node])
     labels = [el for el in overlay if type(el).__name__ == "Labels"][0]
-    shown = set(labels.dimension_values("text"))
-    assert {"Hα", "Hβ", "[OIII]", "Ca K"} <= shown  # all inside 3650–7000 Å
-    assert "Halpha" not in overlay.opts.get().kwargs.get("title", "")
+    assert {"Hα", "Hβ", "[OIII]", "Ca K"} <= set(labels.dimension_values("text"))  # all inside 3650–7000 Å
+    assert overlay.opts.get().kwargs["title"] == "Prototype spectra of node ({}, {})".format(*divmod(node, 6))
 
 
 def test_distribution_uses_node_histograms(data):
     node = int(np.argmax(data.bundle.array("desom1/hits")))
     overlay = prototype_spectra.distribution_plot(data, [node], "log_mstar")
     histograms = data.bundle.arrays("desom1/node_histograms")
-    layer = [el for el in overlay if el.label.startswith("node")][0]
-    if "log_mstar" in histograms:
-        assert np.allclose(layer.dimension_values(1), histograms["log_mstar"][node])
-    bars = prototype_spectra.distribution_plot(data, [node], "morphology")
-    assert np.isclose(sum(bars.dimension_values("fraction")), 1.0)
+    first = [el for el in overlay if el.label == "slot0"][0]
+    assert np.allclose(first.dimension_values(1), histograms["log_mstar"][node])
+    categorical = prototype_spectra.distribution_plot(data, [node], "morphology")
+    fractions = [el for el in categorical if el.label == "slot0"][0].dimension_values("fraction")
+    members = data.galaxies["morphology"].to_numpy()[data.bin_galaxy[data.bin_node == node]]
+    assert np.isclose(fractions.sum(), 1.0)
+    assert np.isclose(fractions.max(), max(np.mean(members == m) for m in set(members)))
 
 
-def test_prototype_view_follows_nodes(data, state):
+def test_prototype_view_refills_its_slots(data, state):
     view = prototype_spectra.PrototypeSpectra(data, state)
     render(view.view)
     state.select_nodes([3, 4])
     assert view.shown.nodes == [3, 4]
+    source = view._spectra_models[(1, "Prototype")]
+    assert np.allclose(source.data["flux"], data.bundle.array("desom1/prototype_spectra")[4])
+    assert np.isnan(np.asarray(view._spectra_models[(2, "Prototype")].data["flux"], float)).all()
+    assert view._spectra_models[(None, "figure")].title.text == "Prototype spectra of node (0, 3), node (0, 4)"
+    assert "node (0, 4)" in view.key.object
     state.clear()
     assert view.shown.nodes == prototype_spectra.nodes_to_show([], state.node_hits)
 
