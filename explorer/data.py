@@ -47,7 +47,7 @@ LABELS = {
     "redshift": "Redshift z",
     "ra": "RA [deg]",
     "dec": "Dec [deg]",
-    "n_bins": "Binned spectra",
+    "n_bins": "Binned spectra per galaxy",
     "radius_re": "Radius [R_e]",
     "x_arcsec": "x [arcsec]",
     "y_arcsec": "y [arcsec]",

@@ -53,15 +53,15 @@ def bin_map_plot(data: ExplorerData, g: int, highlight=()) -> hv.RGB:
     ny, nx = image.shape[:2]
     pixel = 0.5  # arcsec per spaxel as in MaNGA; the bins' own centroids carry the real scale
     bounds = (-nx * pixel / 2, -ny * pixel / 2, nx * pixel / 2, ny * pixel / 2)
-    extra = f" — node{'s' if len(highlight) > 1 else ''} brushed" if len(highlight) else ""
+    extra = " (brushed lit)" if len(highlight) else ""
     return hv.RGB(image[::-1], bounds=bounds, kdims=["x [arcsec]", "y [arcsec]"]).opts(
-        title=f"DESOM-1 node of each bin{extra}", frame_width=200, frame_height=200, tools=["hover"])
+        title=f"Node of each bin{extra}", frame_width=180, frame_height=180, tools=["hover"])
 
 
 def som_colour_key(grid: dict) -> hv.RGB:
     colours = node_colours(grid).reshape(grid["rows"], grid["cols"], 3)
     return hv.RGB(colours[::-1], bounds=(0, 0, grid["cols"], grid["rows"]), kdims=["SOM column", "SOM row"]).opts(
-        title="colour key", frame_width=90, frame_height=90, xaxis=None, yaxis=None, toolbar=None)
+        title="key", frame_width=70, frame_height=70, xaxis=None, yaxis=None, toolbar=None)
 
 
 def fingerprint_plot(data: ExplorerData, g: int) -> hv.Image:
@@ -69,7 +69,7 @@ def fingerprint_plot(data: ExplorerData, g: int) -> hv.Image:
     rows, cols = fingerprint.shape
     return hv.Image(fingerprint[::-1], bounds=(0, 0, cols, rows), kdims=["SOM column", "SOM row"],
                     vdims=[hv.Dimension("f", label="fingerprint (0–1)")]).opts(
-        cmap="viridis", title="Fingerprint on DESOM-1", frame_width=150, frame_height=150, colorbar=False,
+        cmap="viridis", title="Fingerprint", frame_width=130, frame_height=130, colorbar=False,
         xaxis=None, yaxis=None, tools=["hover"])
 
 
@@ -152,19 +152,19 @@ class GalaxyDetail:
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
         self.summary = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["galaxy-summary"])
-        self.image = pn.pane.PNG(None, width=200, height=200)
+        self.image = pn.pane.PNG(None, width=170, height=170)
         plots = []
         if data.desom1:
             plots.append(hv.DynamicMap(pn.bind(self._bin_map, focus=state.param.focus, nodes=state.param.nodes)))
             plots.append(som_colour_key(data.desom1))
         if data.bundle.has("fingerprints"):
             plots.append(hv.DynamicMap(pn.bind(self._fingerprint, focus=state.param.focus)))
-        self.maps = pn.pane.HoloViews(hv.Layout(plots).opts(shared_axes=False) if plots else None)
-        self.neighbour_cards = [_Card(state, 72) for _ in range(N_NEIGHBOURS)]
+        self.maps = pn.pane.HoloViews(hv.Layout(plots).opts(shared_axes=False, toolbar=None) if plots else None)
+        self.neighbour_cards = [_Card(state, 84) for _ in range(N_NEIGHBOURS)]
         self.neighbour_title = pn.pane.Markdown("")
         self.view = pn.Column(
             self.summary,
-            pn.Row(self.image, self.maps),
+            pn.FlexBox(self.image, self.maps),
             self.neighbour_title,
             pn.FlexBox(*(c.view for c in self.neighbour_cards)),
             sizing_mode="stretch_width", name="galaxy-detail",

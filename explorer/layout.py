@@ -94,10 +94,10 @@ class Dashboard:
         if self.spectra:
             maps.append(("Binned spectra", self.spectra.view))
         top = [pn.Card(pn.Tabs(*maps, dynamic=True), title="Maps of the survey", collapsible=False,
-                       sizing_mode="stretch_width", height=640, min_width=500)] if maps else []
+                       sizing_mode="stretch_width", height=700, min_width=500)] if maps else []
         if self.som and self.som.view is not None:
             top.append(pn.Card(self.som.view, title="Self-organising maps", collapsible=False,
-                               height=640, width=460, scroll=True))
+                               height=700, width=460, scroll=True))
         rows = [pn.Row(*top, sizing_mode="stretch_width")] if top else []
         if self.prototypes:
             rows.append(pn.Card(self.prototypes.view, title="Spectral types (DESOM-1 nodes)", collapsible=False,
@@ -105,7 +105,7 @@ class Dashboard:
         rows.append(pn.Row(
             pn.Card(pn.Tabs(("Gallery", self.gallery.view), ("Galaxy detail", self.detail.view), dynamic=True),
                     title="Galaxy images", collapsible=False, sizing_mode="stretch_width"),
-            pn.Card(self.table.view, title="Selection", collapsible=False, sizing_mode="stretch_width"),
+            pn.Card(self.table.view, title="Selection", collapsible=False, width=560),
             sizing_mode="stretch_width",
         ))
         if self.comparison:

@@ -72,9 +72,9 @@ def galaxy_points(data: ExplorerData, embedding: str, colour_by: str) -> hv.Poin
         line_color="white", line_width=0.3, alpha=0.9,
         selection_alpha=1.0, selection_line_color="black", nonselection_alpha=0.12,
         tools=[_tooltip(frame, colour_by), "box_select", "lasso_select"], active_tools=["box_select"],
-        xlabel=f"UMAP 1 ({embedding})", ylabel=f"UMAP 2 ({embedding})",
-        title=f"Galaxies in the {embedding} embedding — coloured by {label(colour_by)} (○ train, ☆ validation)",
-        responsive=True, height=520, show_grid=True, **colour_opts,
+        xlabel=f"UMAP 1 ({embedding})   ○ training  ☆ validation", ylabel=f"UMAP 2 ({embedding})",
+        title=f"Galaxies in the {embedding} UMAP, coloured by {label(colour_by)}",
+        responsive=True, height=600, show_grid=True, **colour_opts,
     )
 
 
@@ -90,7 +90,7 @@ class GalaxyScatter:
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
-        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=520, css_classes=["galaxy-scatter"])
+        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=600, css_classes=["galaxy-scatter"])
         self._sources: list = []  # Bokeh ColumnDataSources of the rendered plot(s) of this session
         self._rebuild()
         state.param.watch(self._rebuild, ["embedding", "colour_by"])

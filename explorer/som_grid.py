@@ -88,12 +88,11 @@ def som_map(data: ExplorerData, level: str, mode: str, hits: np.ndarray, colour_
         values = data.node_statistic(colour_by, level)
         categorical = (category_colours(colour_by, data.galaxies[colour_by])
                        if data.colour_columns[colour_by] == "categorical" else None)
-        members = "member spectra" if level == "desom1" else "member galaxies"
-        title = f"{name}: {'most common' if categorical else 'median'} {label(colour_by)} of {members}"
+        title = f"{name} · {'most common' if categorical else 'median'} {label(colour_by)}"
         return som_points(grid, values, title, label(colour_by), PROPERTY_CMAP, hits=all_hits, categorical=categorical)
     if mode == MODES[2]:
         values = np.asarray(data.bundle.array(f"{level}/umatrix"), float).ravel()
-        return som_points(grid, values, f"{name}: U-matrix (mean latent distance to neighbours)",
+        return som_points(grid, values, f"{name} · U-matrix (latent distance to neighbours)",
                           "U-matrix distance", UMATRIX_CMAP, hits=all_hits)
     raise ValueError(f"unknown SOM colouring {mode!r}; choose one of {MODES}")
 

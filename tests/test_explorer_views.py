@@ -124,7 +124,7 @@ def test_som_tap_selects_nodes_and_selection_recolours(data, state):
     with set_curdoc(doc):
         desom2.tap.event(index=[0])
     assert state.nodes2 == [0] and state.nodes == []
-    assert desom2._handles[0]["plot"].title.text.startswith("DESOM-2: ")
+    assert desom2._handles[0]["plot"].title.text.startswith("DESOM-2")
 
 
 def test_median_map_for_categories(data, state):
