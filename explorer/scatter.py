@@ -122,27 +122,42 @@ class GalaxyScatter:
             self._show_selection()
 
 
-def spectra_plot(data: ExplorerData, x: str, y: str, spectra: np.ndarray | None):
-    """All binned spectra in the (x, y) plane of two bin properties, with `spectra` highlighted."""
+def spectra_points(data: ExplorerData, x: str, y: str, spectra: np.ndarray | None = None) -> hv.Points:
+    """Binned spectra (all, or the indices `spectra`) in the plane of two numeric bin properties."""
     for column in (x, y):
         if column not in data.numeric_bin_columns:
             raise KeyError(f"{column!r} is not a numeric column of {data.path}/bins.parquet")
     kdims = [hv.Dimension(x, label=label(x)), hv.Dimension(y, label=label(y))]
-    everything = hv.Points(data.bins[[x, y]], kdims=kdims)
-    chosen = np.arange(data.n_bins) if spectra is None else spectra
-    picked = hv.Points(data.bins[[x, y]].iloc[chosen], kdims=kdims)
+    frame = data.bins[[x, y]] if spectra is None else data.bins[[x, y]].iloc[spectra]
+    return hv.Points(frame, kdims=kdims)
+
+
+def spectra_base(data: ExplorerData, x: str, y: str):
+    """Every binned spectrum in grey: datashaded (re-aggregated on zoom) when there are many."""
+    points = spectra_points(data, x, y)
     if data.n_bins > DATASHADE_ABOVE:
-        base = rasterize(everything).opts(cmap=["#d9d9d9", "#525252"], cnorm="eq_hist", tools=[])
-        top = dynspread(rasterize(picked).opts(cmap=[SELECTION_COLOUR], cnorm="eq_hist")) if spectra is not None else None
-    else:
-        base = everything.opts(color="#969696", size=3, alpha=0.4, tools=[])
-        top = picked.opts(color=SELECTION_COLOUR, size=3, alpha=0.8) if spectra is not None else None
-    plot = base if top is None else base * top
-    return plot.opts(hv.opts.Overlay(title=f"{data.n_bins:,} binned spectra — selection in red"))
+        return rasterize(points).opts(cmap=["#d9d9d9", "#525252"], cnorm="eq_hist", tools=["box_select"],
+                                      colorbar=False)
+    return points.opts(color="#969696", size=3, alpha=0.4, tools=["box_select"])
+
+
+def highlight(data: ExplorerData, picked):
+    """The selected spectra in the selection colour (datashaded when the survey is big)."""
+    if data.n_bins > DATASHADE_ABOVE:
+        return dynspread(rasterize(picked).opts(cmap=[SELECTION_COLOUR], cnorm="eq_hist", colorbar=False))
+    return picked.opts(color=SELECTION_COLOUR, size=3, alpha=0.8)
+
+
+def spectra_plot(data: ExplorerData, x: str, y: str, spectra: np.ndarray | None):
+    """All binned spectra in the (x, y) plane of two bin properties, with `spectra` highlighted."""
+    picked = spectra_points(data, x, y, np.zeros(0, np.int64) if spectra is None else spectra)
+    return (spectra_base(data, x, y) * highlight(data, picked)).opts(
+        hv.opts.Overlay(title=f"{data.n_bins:,} binned spectra — selection in red"))
 
 
 class SpectraScatter:
-    """Binned spectra in a plane of two properties; box-selecting spectra selects them and their galaxies."""
+    """Binned spectra in a plane of two properties; box-selecting spectra selects them and their galaxies.
+    The grey layer of all spectra is built when the axes change; only the red selection layer follows the state."""
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
@@ -151,19 +166,26 @@ class SpectraScatter:
         y = "log_age_lw" if "log_age_lw" in columns else columns[min(1, len(columns) - 1)]
         self.x = pn.widgets.Select(label="x", options=columns, value=x, width=180)
         self.y = pn.widgets.Select(label="y", options=columns, value=y, width=180)
-        self.bounds = hv.streams.BoundsXY()  # Selection1D does not fire on datashaded plots (holoviews #6436)
-        self.bounds.param.watch(self._on_bounds, "bounds")
-        plot = hv.DynamicMap(pn.bind(self._plot, x=self.x, y=self.y, spectra=state.param.spectra,
-                                     galaxies=state.param.galaxies))
-        self.bounds.source = plot
-        self.pane = pn.pane.HoloViews(plot.opts(hv.opts.Points(tools=["box_select"]), hv.opts.Image(tools=["box_select"])),
-                                      sizing_mode="stretch_width", height=420)
+        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=420)
+        self._rebuild()
+        self.x.param.watch(self._rebuild, "value")
+        self.y.param.watch(self._rebuild, "value")
         self.view = pn.Column(pn.Row(self.x, self.y), self.pane, sizing_mode="stretch_width")
 
-    def _plot(self, x, y, spectra, galaxies):
-        chosen = None if galaxies is None and spectra is None else self.state.selected_spectra
-        return spectra_plot(self.data, x, y, chosen).opts(
-            hv.opts.Overlay(responsive=True, height=420, active_tools=["box_select"]))
+    def _picked(self, x, y, galaxies, spectra):
+        nothing = galaxies is None and spectra is None  # whole survey: no highlight
+        return spectra_points(self.data, x, y, np.zeros(0, np.int64) if nothing else self.state.selected_spectra)
+
+    def _rebuild(self, *_):
+        x, y = self.x.value, self.y.value
+        picked = hv.DynamicMap(pn.bind(self._picked, x=x, y=y, galaxies=self.state.param.galaxies,
+                                       spectra=self.state.param.spectra))
+        plot = (spectra_base(self.data, x, y) * highlight(self.data, picked)).opts(hv.opts.Overlay(
+            title=f"{self.data.n_bins:,} binned spectra — selection in red", responsive=True, height=420,
+            active_tools=["box_select"]))
+        self.bounds = hv.streams.BoundsXY(source=plot)  # Selection1D does not fire on datashaded plots (holoviews #6436)
+        self.bounds.param.watch(self._on_bounds, "bounds")
+        self.pane.object = plot
 
     def _on_bounds(self, event) -> None:
         if event.new is None:
