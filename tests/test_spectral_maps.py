@@ -1,0 +1,170 @@
+"""Science checks of the spectral maps on the mock survey (seed 001): DESOM-1, fingerprints, DESOM-2.
+
+One session-scoped bundle: a small mock survey streamed through preparation once, then the spectral-map stage with
+the build's default architecture (latent width, channels, grid) and short training. tests/test_assign.py reuses it.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from precompute import prepare
+from precompute.bundle import Bundle, BundleWriter
+from precompute.config import load_config
+from precompute.models.desom import DESOM
+from precompute.spectral_maps import (build_spectral_maps, neighbourhood_agreement, node_map_smoothness,
+                                      node_properties)
+
+N_GALAXIES = 40
+SEED = 11
+# Short training; everything that shapes the map (latent width, channels, grid, γ) stays at the build defaults.
+FAST = {
+    "desom1": {"max_train_spectra": 3000, "pretrain_epochs": 1, "epochs": 3},
+    "desom2": {"pretrain_epochs": 10, "epochs": 30},
+    "device": "cpu",
+}
+
+
+def survey_config() -> dict:
+    return load_config(seed=SEED, mock={"galaxies": N_GALAXIES, "format": "manga"}, **FAST)
+
+
+@pytest.fixture(scope="session")
+def survey_bundle(tmp_path_factory) -> Bundle:
+    """Core + spectral-map sections for N_GALAXIES mock galaxies (what `python -m precompute build` writes)."""
+    config = survey_config()
+    galaxies, skipped = prepare.collect(prepare.prepare_mock(N_GALAXIES, SEED, "manga", config))
+    assert skipped == 0
+    path = tmp_path_factory.mktemp("spectral_maps") / "bundle"
+    with BundleWriter(path, config, seed=SEED) as writer:
+        table, bins = prepare.write_core(writer, galaxies, config)
+        flux = np.concatenate([g.bin_flux for g in galaxies])
+        ivar = np.concatenate([g.bin_ivar for g in galaxies])
+        wave = prepare.rest_frame_grid(config["prepare"])
+        table, bins, fingerprints = build_spectral_maps(writer, table, bins, wave, flux, ivar, config)
+        writer.table("galaxies", table)
+        writer.table("bins", bins)
+    return Bundle(path)
+
+
+def held_out_spectra(bundle: Bundle):
+    bins, galaxies = bundle.bins, bundle.galaxies
+    val = galaxies["split"].to_numpy()[bins["galaxy_index"].to_numpy()] == "val"
+    assert val.sum() > 100, "the held-out galaxies must give a fair number of spectra"
+    return np.asarray(bundle.array("spectra/flux"))[val], np.asarray(bundle.array("spectra/ivar"))[val]
+
+
+def load_model(bundle: Bundle, name: str = "desom1") -> DESOM:
+    return DESOM.load(io.BytesIO((bundle.path / f"{name}/model.pt").read_bytes()))
+
+
+def test_sections_follow_the_schema(survey_bundle):
+    b = survey_bundle
+    assert {"desom1", "fingerprints", "desom2"} <= set(b.manifest["sections"])
+    grid = b.json("desom1/grid.json")
+    rows, cols, n_wave = grid["rows"], grid["cols"], b.wave.size
+    k = rows * cols
+    n_bins, n_galaxies = len(b.bins), len(b.galaxies)
+    assert b.array("desom1/prototypes_latent").shape == (k, grid["latent_dim"])
+    assert b.array("desom1/prototype_spectra").shape == (k, n_wave)
+    members = b.array("desom1/member_spectra")
+    assert members.shape == (4, k, n_wave)
+    hits = b.array("desom1/hits")
+    assert hits.sum() == n_bins and hits.dtype == np.int64
+    np.testing.assert_array_equal(hits, np.bincount(b.bins["desom1_node"], minlength=k))
+    # Empty nodes have no member spectra; populated ones have ordered percentiles.
+    assert np.isnan(members[:, hits == 0]).all()
+    filled = members[:, hits > 5]
+    finite = np.isfinite(filled).all(0)
+    assert finite.mean() > 0.95
+    assert (filled[1][finite] <= filled[2][finite]).all() and (filled[2][finite] <= filled[3][finite]).all()
+    assert b.array("desom1/umatrix").shape == (rows, cols)
+    assert b.bins["desom1_node"].dtype == np.int32 and (b.bins["desom1_qe"] >= 0).all()
+
+    table = b.table("desom1/node_properties")
+    assert list(table.columns) == ["node", "property", "n", "mean", "median", "p16", "p84"]
+    properties = set(table["property"])
+    assert {"log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "snr"} <= properties
+    assert {"galaxy.log_mstar", "galaxy.quenched", "galaxy.redshift"} <= properties
+    ages = table[table["property"] == "log_age_lw"].set_index("node")
+    np.testing.assert_array_equal(ages["n"].to_numpy(), hits)
+    histograms = b.arrays("desom1/node_histograms")
+    pdf = histograms["log_age_lw"]
+    assert pdf.shape == (k, histograms["log_age_lw__edges"].size - 1)
+    np.testing.assert_allclose(pdf[hits > 0].sum(1), 1.0, rtol=1e-5)
+    assert histograms["galaxy.quenched"].shape == (k, 2)
+
+    counts = b.array("fingerprints/counts")
+    assert counts.shape == (n_galaxies, k)
+    np.testing.assert_array_equal(counts.sum(1), b.galaxies["n_bins"])
+    fingerprints = b.array("fingerprints/fingerprints")
+    assert fingerprints.shape == (n_galaxies, rows, cols)
+    np.testing.assert_allclose(fingerprints.reshape(n_galaxies, -1).max(1), 1.0)
+
+    grid2 = b.json("desom2/grid.json")
+    k2 = grid2["rows"] * grid2["cols"]
+    assert b.array("desom2/prototypes").shape == (k2, rows, cols)
+    assert b.array("desom2/hits").sum() == n_galaxies
+    assert b.galaxies["desom2_node"].between(0, k2 - 1).all()
+    metrics = b.metrics["desom1"]
+    for key in ("topographic_error", "quantization_error", "val_mse_autoencoder", "val_mse_pca",
+                "improvement_over_pca", "epochs", "seconds"):
+        assert np.isfinite(metrics[key]), key
+
+
+def test_map_is_ordered_on_held_out_spectra(survey_bundle):
+    model = load_model(survey_bundle)
+    flux, ivar = held_out_spectra(survey_bundle)
+    te = model.topographic_error(flux, ivar > 0)
+    assert te <= 0.05
+    assert survey_bundle.metrics["desom1"]["val_topographic_error"] == pytest.approx(te, abs=1e-6)
+    # The bundle's BMUs are the model's.
+    nodes = model.transform(np.asarray(survey_bundle.array("spectra/flux")), np.asarray(survey_bundle.array("spectra/ivar")) > 0)
+    np.testing.assert_array_equal(nodes, survey_bundle.bins["desom1_node"])
+
+
+def test_autoencoder_beats_pca_at_the_build_width(survey_bundle):
+    """Seed 001 reports ~20 % lower MSE than PCA; this fails if the autoencoder is worse at the build's width."""
+    metrics = survey_bundle.metrics["desom1"]
+    assert metrics["pca_components"] == load_config()["desom1"]["latent_dim"]
+    assert metrics["val_mse_autoencoder"] < metrics["val_mse_pca"], metrics
+    assert metrics["improvement_over_pca"] > 0
+
+
+@pytest.mark.parametrize("prop", ["log_age_lw", "logz_lw", "log_ssfr", "ew_halpha"])
+def test_property_maps_are_smooth(survey_bundle, prop):
+    grid = survey_bundle.json("desom1/grid.json")
+    table = survey_bundle.table("desom1/node_properties")
+    medians = table[table["property"] == prop].sort_values("node")["median"].to_numpy()
+    # Nodes with a single member are noise; judge the map on nodes with a few members.
+    medians = np.where(table[table["property"] == prop].sort_values("node")["n"].to_numpy() >= 3, medians, np.nan)
+    assert node_map_smoothness(medians, grid["rows"], grid["cols"], grid["topology"]) >= 0.8
+
+
+def test_quenched_and_star_forming_spectra_occupy_separate_regions(survey_bundle):
+    bins = survey_bundle.bins
+    quenched = (bins["log_ssfr"] < -11).to_numpy()
+    assert 0.1 < quenched.mean() < 0.9
+    per_node = pd.DataFrame({"node": bins["desom1_node"], "quenched": quenched}).groupby("node")["quenched"].mean()
+    hits = bins["desom1_node"].value_counts().reindex(per_node.index)
+    purity = float((np.maximum(per_node, 1 - per_node) * hits).sum() / hits.sum())
+    assert purity >= 0.9, f"node purity {purity:.3f}"
+    # The same holds for node properties computed for any table (the function the bundle uses).
+    table, _ = node_properties(pd.DataFrame({"q": quenched.astype(float)}), bins["desom1_node"].to_numpy(), 225)
+    assert table["mean"].dropna().between(0, 1).all()
+
+
+def test_galaxies_of_a_morphology_share_desom2_neighbourhoods(survey_bundle):
+    galaxies = survey_bundle.galaxies
+    grid = survey_bundle.json("desom2/grid.json")
+    nodes, morphology = galaxies["desom2_node"].to_numpy(), galaxies["morphology"].to_numpy()
+    observed, chance = neighbourhood_agreement(nodes, morphology, grid["rows"], grid["cols"], grid["topology"])
+    rng = np.random.default_rng(0)
+    shuffled = [neighbourhood_agreement(nodes, rng.permutation(morphology), grid["rows"], grid["cols"])[0]
+                for _ in range(200)]
+    assert observed > chance
+    assert np.mean(np.array(shuffled) >= observed) < 0.05, (observed, chance)
+    assert survey_bundle.metrics["desom2"]["morphology_agreement"] == pytest.approx(observed)
