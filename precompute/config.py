@@ -50,12 +50,12 @@ DEFAULT_CONFIG: dict = {
         "kernel_size": 3,
         "gamma": 5.0e-4,
         "sigma_start": None,
-        "sigma_end": 0.5,
+        "sigma_end": 1.0,
         "pretrain_epochs": 20,
         "epochs": 60,
         "patience": 10,
         "validation_fraction": 0.1,
-        "batch_size": 32,
+        "batch_size": 16,  # a survey has only hundreds of galaxies: small batches give enough steps
         "learning_rate": 1.0e-3,
     },
     "sed_map": {"kmeans_k": 6, "minisom_rows": 10, "minisom_cols": 10, "minisom_epochs": 20},  # seed 002
