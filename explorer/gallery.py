@@ -8,7 +8,7 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 
-from explorer.data import KEY_COLUMNS, ExplorerData, label
+from explorer.data import KEY_COLUMNS, ExplorerData, label, thumbnail_uri
 from explorer.state import SelectionState
 
 PER_PAGE = 12
@@ -93,7 +93,8 @@ class _Card:
 
     def __init__(self, state: SelectionState, size: int):
         self.state, self.g = state, None
-        self.image = pn.pane.PNG(None, width=size, height=size, margin=2)
+        self.size = size
+        self.image = pn.pane.HTML("", width=size, height=size, margin=2)
         self.button = pn.widgets.Button(label="", color="light", width=size, height=28, margin=2,
                                         css_classes=["gallery-id"])
         self.button.on_click(lambda _: self.g is not None and setattr(self.state, "focus", self.g))
@@ -106,7 +107,9 @@ class _Card:
         self.g = g
         self.view.visible = g is not None
         if g is not None:
-            self.image.object = str(data.thumbnail_path(g))
+            # a cached data URI in plain HTML: no file read or image parsing per page turn
+            self.image.object = (f'<img src="{thumbnail_uri(data.thumbnail_path(g))}" width="{self.size}" '
+                                 f'height="{self.size}" style="image-rendering:auto">')
             self.button.label = data.galaxies["galaxy_id"].iat[g]
             self.caption.object = caption
 
