@@ -32,13 +32,22 @@ def survey_config() -> dict:
     return load_config(seed=SEED, mock={"galaxies": N_GALAXIES, "format": "manga"}, **FAST)
 
 
+_BUILT: dict[str, Bundle] = {}
+
+
 @pytest.fixture(scope="session")
 def survey_bundle(tmp_path_factory) -> Bundle:
     """Core + spectral-map sections for N_GALAXIES mock galaxies (what `python -m precompute build` writes)."""
+    # tests/test_assign.py imports this fixture, which gives it a second definition: build once all the same.
+    if "bundle" not in _BUILT:
+        _BUILT["bundle"] = build_survey_bundle(tmp_path_factory.mktemp("spectral_maps") / "bundle")
+    return _BUILT["bundle"]
+
+
+def build_survey_bundle(path) -> Bundle:
     config = survey_config()
     galaxies, skipped = prepare.collect(prepare.prepare_mock(N_GALAXIES, SEED, "manga", config))
     assert skipped == 0
-    path = tmp_path_factory.mktemp("spectral_maps") / "bundle"
     with BundleWriter(path, config, seed=SEED) as writer:
         table, bins = prepare.write_core(writer, galaxies, config)
         flux = np.concatenate([g.bin_flux for g in galaxies])
