@@ -182,7 +182,7 @@ def distribution_plot(data: ExplorerData, nodes: list[int], column: str, hook=No
         layer = element((x, y), kx, "fraction" if categorical else "density", label=f"slot{slot}")
         overlay *= layer.opts(color=colour, hooks=hooks(slot), **({"size": 8} if categorical else {"line_width": 2}))
     return overlay.opts(hv.opts.Overlay(title=f"{label(column)} of the nodes' members", responsive=True,
-                                        min_height=330, show_legend=False,
+                                        min_height=330, show_legend=False, hooks=hooks(None),
                                         **({"xrotation": 30} if categorical else {})))
 
 
@@ -224,7 +224,7 @@ class PrototypeSpectra:
         self._spectra_models[(slot, role)] = plot.handles["plot"] if role == "figure" else plot.handles["source"]
 
     def _remember_distribution(self, slot, plot, element) -> None:
-        self._distribution_models[slot] = plot.handles["source"]
+        self._distribution_models[slot] = plot.handles["plot"] if slot is None else plot.handles["source"]
 
     def _rebuild_distribution(self, *_):
         self._distribution_models = {}
@@ -253,7 +253,16 @@ class PrototypeSpectra:
             return
         edges = None if self.data.colour_columns.get(self.state.colour_by) == "categorical" else \
             distribution_edges(data, self.state.colour_by)
+        column = "fraction" if edges is None else "density"
+        top = 0.0
         for slot, source in self._distribution_models.items():
+            if slot is None:
+                continue
             _, y = node_distribution(data, nodes[slot] if slot < len(nodes) else None, self.state.colour_by, edges)
-            column = "fraction" if edges is None else "density"
             source.data = {**source.data, column: y}
+            top = max(top, float(np.nanmax(y, initial=0.0)))
+        if edges is None:
+            top = 1.0  # fractions
+        else:
+            top = max(top, float(data.survey_histogram(self.state.colour_by, edges).max()))
+        self._distribution_models[None].y_range.end = 1.1 * max(top, 1e-9)

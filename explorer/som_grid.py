@@ -26,7 +26,8 @@ def node_xy(grid: dict) -> tuple[np.ndarray, np.ndarray]:
     return col + shift, row.astype(float)
 
 
-def som_points(grid: dict, values, title: str, value_label: str, cmap, hits=None, categorical=None) -> hv.Points:
+def som_points(grid: dict, values, title: str, value_label: str, cmap, hits=None, categorical=None,
+               clim=None) -> hv.Points:
     """One marker per node coloured by `values` (NaN / None = empty node, drawn light grey).
     Coordinates are named after the map (grid["name"]) so Panel does not link the axes of different maps."""
     x, y = node_xy(grid)
@@ -40,7 +41,8 @@ def som_points(grid: dict, values, title: str, value_label: str, cmap, hits=None
     if categorical:
         colour = dict(cmap={**categorical, "n/a": EMPTY_COLOUR}, show_legend=False, colorbar=False)
     else:
-        colour = dict(cmap=cmap, colorbar=True, clim=finite_range(frame["value"]), clipping_colors={"NaN": EMPTY_COLOUR},
+        colour = dict(cmap=cmap, colorbar=True, clim=clim or finite_range(frame["value"]),
+                      clipping_colors={"NaN": EMPTY_COLOUR},
                       colorbar_opts={"title": value_label})
     marker = "hex" if grid.get("topology") == "hexagonal" else "square"
     return points.opts(
@@ -65,10 +67,11 @@ def selection_hits(data: ExplorerData, level: str, state: SelectionState) -> np.
     return np.bincount(data.galaxy_node2[state.selected], minlength=data.desom2["rows"] * data.desom2["cols"])
 
 
-def hits_colouring(level: str, hits: np.ndarray) -> tuple[np.ndarray, str]:
-    """Node values (NaN = no selected member, drawn grey) and title of the hit map."""
+def hits_colouring(level: str, hits: np.ndarray) -> tuple[np.ndarray, str, tuple[float, float]]:
+    """Node values (NaN = no selected member, drawn grey), title and colour range (from 0) of the hit map."""
     what = "binned spectra" if level == "desom1" else "galaxies"
-    return np.where(hits > 0, hits, np.nan), f"{LEVEL_NAMES[level]}: {hits.sum():,} selected {what} per node"
+    title = f"{LEVEL_NAMES[level]}: {hits.sum():,} selected {what} per node"
+    return np.where(hits > 0, hits, np.nan), title, (0.0, float(max(hits.max(), 1)))
 
 
 LEVEL_NAMES = {"desom1": "DESOM-1", "desom2": "DESOM-2"}
@@ -81,9 +84,9 @@ def som_map(data: ExplorerData, level: str, mode: str, hits: np.ndarray, colour_
     all_hits = data.bundle.array(f"{level}/hits")
     name = LEVEL_NAMES[level]
     if mode == MODES[0]:
-        values, title = hits_colouring(level, hits)
+        values, title, clim = hits_colouring(level, hits)
         return som_points(grid, values, title, "selected " + ("spectra" if level == "desom1" else "galaxies"),
-                          HITS_CMAP, hits=all_hits)
+                          HITS_CMAP, hits=all_hits, clim=clim)
     if mode == MODES[1]:
         values = data.node_statistic(colour_by, level)
         categorical = (category_colours(colour_by, data.galaxies[colour_by])
@@ -132,8 +135,7 @@ class SomMap:
     def _update(self, *_):
         hits_mode = self.mode.value == MODES[0]
         if hits_mode:
-            values, title = hits_colouring(self.level, selection_hits(self.data, self.level, self.state))
-            low, high = finite_range(values)
+            values, title, (low, high) = hits_colouring(self.level, selection_hits(self.data, self.level, self.state))
         for handles in self._handles:
             source = handles["source"]
             if hits_mode:

@@ -23,8 +23,8 @@ VIEWPORT = {"width": 1500, "height": 1900}  # tall enough to show every view wit
 
 def build_test_bundle(path: Path) -> Path:
     """The bundle the browser tests explore (swap this for a tiny real build when one is available)."""
-    return write_synthetic_bundle(path, n_galaxies=40, bins_per_galaxy=25, seed=11, dlog10_wave=1e-3,
-                                  image_size=32)
+    return write_synthetic_bundle(path, n_galaxies=100, bins_per_galaxy=25, seed=11, dlog10_wave=1e-3,
+                                  image_size=48)
 
 
 @pytest.fixture(scope="session")
