@@ -52,7 +52,7 @@ class Comparison:
         self.pin.on_click(lambda _: state.pin())
         self.summary = pn.pane.Markdown("", css_classes=["comparison-summary"])
         self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=300)
-        self.view = pn.Column(self.pin, self.summary, self.plot, sizing_mode="stretch_width", name="comparison")
+        self.view = pn.Column(self.pin, self.summary, self.plot, sizing_mode="stretch_width")
         state.param.watch(self.render, ["pinned", "galaxies", "embedding"])
         self.render()
 

@@ -126,8 +126,7 @@ class Gallery:
         self.previous.on_click(lambda _: self.turn(-1))
         self.next.on_click(lambda _: self.turn(+1))
         self.view = pn.Column(pn.Row(self.previous, self.next, self.header),
-                              pn.FlexBox(*(c.view for c in self.cards)), sizing_mode="stretch_width",
-                              name="gallery")
+                              pn.FlexBox(*(c.view for c in self.cards)), sizing_mode="stretch_width")
         state.param.watch(self._reset, ["galaxies"])
         self.render()
 
@@ -170,7 +169,7 @@ class GalaxyDetail:
             pn.FlexBox(self.image, self.maps),
             self.neighbour_title,
             pn.FlexBox(*(c.view for c in self.neighbour_cards)),
-            sizing_mode="stretch_width", name="galaxy-detail",
+            sizing_mode="stretch_width",
         )
         state.param.watch(self.render, ["focus", "embedding"])
         self.render()

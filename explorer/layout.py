@@ -18,6 +18,11 @@ from precompute.bundle import BundleError
 
 TITLE = "Galaxy explorer"
 FONT = "-apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+ACCENT = "#1f4e79"
+CSS = """
+.gallery-card { border: 1px solid #e5e5e5; border-radius: 4px; }
+.selection-count p { font-size: 15px; margin: 4px 0; }
+"""
 
 
 class OfflineFast(Fast):
@@ -33,12 +38,6 @@ class OfflineFast(Fast):
 def template(**params) -> pn.template.FastListTemplate:
     return pn.template.FastListTemplate(title=TITLE, accent=ACCENT, design=OfflineFast, font=FONT, font_url="",
                                         **params)
-
-ACCENT = "#1f4e79"
-CSS = """
-.gallery-card { border: 1px solid #e5e5e5; border-radius: 4px; }
-.selection-count p { font-size: 15px; margin: 4px 0; }
-"""
 
 
 def colour_options(data: ExplorerData) -> dict[str, str]:
@@ -133,7 +132,7 @@ python -m precompute build --out {path}
 or point the dashboard at another bundle: `panel serve app.py --args <bundle>` or
 `GALAXY_EXPLORER_BUNDLE=<bundle> panel serve app.py`.
 """
-    return template(main=[pn.pane.Markdown(text, name="no-bundle")])
+    return template(main=[pn.pane.Markdown(text)])
 
 
 def create_app(path=None):

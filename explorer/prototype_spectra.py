@@ -145,16 +145,24 @@ def node_distribution(data: ExplorerData, k: int | None, column: str, edges: np.
     if k is None:
         return centres, np.full(len(centres), np.nan)
     histograms = data.bundle.arrays("desom1/node_histograms")
-    if column in histograms and np.array_equal(histograms[f"{column}__edges"], edges):
-        return centres, np.asarray(histograms[column][k], float)
+    key = histogram_key(data, column)
+    if key and np.array_equal(histograms[f"{key}__edges"], edges):
+        return centres, np.asarray(histograms[key][k], float)
     values = data.bin_values(column).astype(float)[data.bin_node == k]
     return centres, np.histogram(values, bins=edges, density=True)[0]
 
 
-def distribution_edges(data: ExplorerData, column: str) -> np.ndarray:
+def histogram_key(data: ExplorerData, column: str) -> str | None:
+    """Key of a galaxy column in desom1/node_histograms.npz: galaxy properties joined to the bins are stored as
+    `galaxy.<column>` (plain `<column>` is the bins' own property of that name), or None when absent."""
     histograms = data.bundle.arrays("desom1/node_histograms")
-    if column in histograms:
-        return histograms[f"{column}__edges"]
+    return next((key for key in (f"galaxy.{column}", column) if key in histograms and key not in data.bins), None)
+
+
+def distribution_edges(data: ExplorerData, column: str) -> np.ndarray:
+    key = histogram_key(data, column)
+    if key:
+        return data.bundle.arrays("desom1/node_histograms")[f"{key}__edges"]
     values = data.bin_values(column).astype(float)
     return np.histogram_bin_edges(values[np.isfinite(values)], bins=24)
 

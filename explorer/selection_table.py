@@ -102,8 +102,7 @@ class SelectionTable:
                                     variant="outline", width=150, embed=False)
             for fmt, name in (("csv", "CSV"), ("fits", "FITS"), ("vot", "VOTable"))
         ]
-        self.view = pn.Column(self.count, self.table, pn.Row(*self.downloads), sizing_mode="stretch_width",
-                              name="selection")
+        self.view = pn.Column(self.count, self.table, pn.Row(*self.downloads), sizing_mode="stretch_width")
         state.param.watch(self.render, ["galaxies"])
         self.render()
 

@@ -3,8 +3,8 @@
 Galaxies get mock-truth-like properties driven by one hidden "quenching" variable, so colour-by, SOM maps and
 comparisons look like a survey; binned spectra are a mix of a young and an old continuum plus emission lines;
 the model sections (DESOM-1, fingerprints, DESOM-2, embeddings) are filled with arrays of the documented shapes
-whose structure follows those properties. Nothing here is a trained model: `desom1/model.pt` and
-`desom2/model.pt` are empty placeholders and the manifest says `provenance.synthetic`.
+whose structure follows those properties. Nothing here is a trained model: `desom1/model.pt` is an empty
+placeholder and the manifest says `provenance.synthetic`.
 
     python -m precompute.synthetic_bundle data/bundles/synthetic --galaxies 160 --bins-per-galaxy 50
 """
@@ -20,10 +20,19 @@ from tqdm import tqdm
 
 from precompute.bundle import SECTION_FILES, BundleWriter, register_section
 from precompute.config import load_config
+from precompute.fingerprints import fingerprint_counts, node_scale, normalise_fingerprints
 
-# Files of each optional section as docs/bundle-schema.md lists them. The modules that build the real sections
-# register these when imported; readers that must not import those modules (the dashboard: no torch) call
-# register_schema_sections() so that Bundle() can check the files.
+# Files of each optional section, as docs/bundle-schema.md and the modules that build them declare them
+# (precompute.spectral_maps, precompute.embeddings register these when imported). Readers that must not import
+# those modules (the dashboard: no torch) call register_schema_sections() so that Bundle() can check the files.
+_EMBEDDING_FILES = ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
+                    "property_correlation.parquet")
+
+
+def _embedding_files(name: str) -> tuple[str, ...]:
+    return tuple(f"embeddings/{name}/{f}" for f in _EMBEDDING_FILES)
+
+
 SCHEMA_SECTIONS: dict[str, tuple[str, ...]] = {
     "desom1": (
         "desom1/grid.json",
@@ -36,17 +45,18 @@ SCHEMA_SECTIONS: dict[str, tuple[str, ...]] = {
         "desom1/node_properties.parquet",
         "desom1/node_histograms.npz",
     ),
-    "fingerprints": ("fingerprints/counts.npy", "fingerprints/fingerprints.npy"),
-    "desom2": (
-        "desom2/grid.json",
-        "desom2/model.pt",
-        "desom2/prototypes.npy",
-        "desom2/hits.npy",
-        "desom2/umatrix.npy",
-    ),
-    "embeddings": ("embeddings/index.json",),
+    "fingerprints": ("fingerprints/counts.npy", "fingerprints/fingerprints.npy", "fingerprints/node_scale.npy"),
+    "desom2": ("desom2/grid.json", "desom2/prototypes.npy", "desom2/hits.npy", "desom2/umatrix.npy"),
+    "embeddings": ("embeddings/index.json", *_embedding_files("contrastive")),
+    # model sections the synthetic bundle does not write, listed so that real bundles can be read
+    "contrastive": ("contrastive/model.pt", "contrastive/pca.npz"),
+    "anomaly": (*_embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json",
+                "anomaly/line_residuals.npy", "anomaly/spaxel_residuals.npy"),
+    "image_vae": (*_embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
+                  "image_vae/property_correlation.parquet"),
 }
-ALL_SECTIONS = tuple(SCHEMA_SECTIONS)
+ALL_SECTIONS = ("desom1", "fingerprints", "desom2", "embeddings")  # the sections written here
+GALAXY_PREFIX = "galaxy."  # galaxy properties joined to the bins are named galaxy.<column> (as spectral_maps)
 
 MORPHOLOGIES = ("E", "S0", "Sa", "Sb", "Sc", "Sd", "Irr", "BCD")
 BIN_TRUTH = ("log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "av", "velocity_kms", "sigma_kms")
@@ -384,12 +394,11 @@ def _write_desom1(writer, rng, galaxies, bins, wave, shape, progress):
         prototype_spectra[j] = model / model[norm].mean()
 
     # per-node distributions of every numeric bin property and galaxy property joined to the bins
-    per_galaxy = galaxies.drop(columns=["galaxy_id"])
-    per_galaxy = per_galaxy.rename(columns={c: f"{c}_galaxy" for c in per_galaxy.columns if c in bins.columns})
+    per_galaxy = galaxies.drop(columns=["galaxy_id"]).add_prefix(GALAXY_PREFIX)
     joined = bins.join(per_galaxy, on="galaxy_index")
     numeric = [c for c in joined.columns if pd.api.types.is_numeric_dtype(joined[c])
                and not pd.api.types.is_bool_dtype(joined[c])
-               and c not in ("galaxy_index", "bin_id", "desom1_node")]
+               and c not in ("galaxy_index", "bin_id", "desom1_node", "desom1_qe")]
     quantiles = joined.groupby("desom1_node")[numeric].quantile([0.16, 0.5, 0.84]).unstack()
     counts = joined.groupby("desom1_node")[numeric].count()
     records, histograms = [], {}
@@ -426,22 +435,15 @@ def _write_desom1(writer, rng, galaxies, bins, wave, shape, progress):
     return bins
 
 
-def fingerprint_normalise(counts: np.ndarray) -> np.ndarray:
-    """Seed 001: per node clip at the 99.9th percentile and scale 0–1, then per galaxy scale 0–1."""
-    clip = np.percentile(counts, 99.9, axis=0)
-    scaled = np.minimum(counts, clip) / np.where(clip > 0, clip, 1)
-    peak = scaled.max(axis=1, keepdims=True)
-    return (scaled / np.where(peak > 0, peak, 1)).astype(np.float32)
-
-
 def _write_fingerprints(writer, galaxies, bins, shape):
     rows, cols = shape
     k = rows * cols
-    index = bins["galaxy_index"].to_numpy().astype(np.int64) * k + bins["desom1_node"].to_numpy()
-    counts = np.bincount(index, minlength=len(galaxies) * k).reshape(len(galaxies), k).astype(np.int32)
-    fingerprints = fingerprint_normalise(counts).reshape(len(galaxies), rows, cols)
+    counts = fingerprint_counts(bins["galaxy_index"].to_numpy(), bins["desom1_node"].to_numpy(), len(galaxies), k)
+    scale = node_scale(counts[galaxies["split"].to_numpy() == "train"])
+    fingerprints = normalise_fingerprints(counts, scale, rows, cols)
     writer.array("fingerprints/counts", counts)
     writer.array("fingerprints/fingerprints", fingerprints)
+    writer.array("fingerprints/node_scale", scale)
     writer.section("fingerprints")
     return fingerprints
 
@@ -462,7 +464,6 @@ def _write_desom2(writer, galaxies, fingerprints, shape):
     prototypes = np.where(hits[:, None] > 0, sums / np.clip(hits[:, None], 1, None), flat.mean(axis=0))
     writer.json("desom2/grid.json", {"rows": rows, "cols": cols, "topology": "rectangular",
                                      "latent_dim": 8, "backend": "desom"})
-    writer.blob("desom2/model.pt", b"")  # synthetic: no trained model to store
     writer.array("desom2/prototypes", prototypes.reshape(k, *fingerprints.shape[1:]).astype(np.float32))
     writer.array("desom2/hits", hits)
     writer.array("desom2/umatrix", _umatrix(prototypes, rows, cols))

@@ -161,7 +161,7 @@ def test_distribution_uses_node_histograms(data):
     overlay = prototype_spectra.distribution_plot(data, [node], "log_mstar")
     histograms = data.bundle.arrays("desom1/node_histograms")
     first = [el for el in overlay if el.label == "slot0"][0]
-    assert np.allclose(first.dimension_values(1), histograms["log_mstar"][node])
+    assert np.allclose(first.dimension_values(1), histograms["galaxy.log_mstar"][node])
     categorical = prototype_spectra.distribution_plot(data, [node], "morphology")
     fractions = [el for el in categorical if el.label == "slot0"][0].dimension_values("fraction")
     members = data.galaxies["morphology"].to_numpy()[data.bin_galaxy[data.bin_node == node]]
