@@ -184,7 +184,8 @@ class ExplorerData:
                 out = frame.groupby("node")["value"].median().reindex(range(k)).to_numpy(float)
             else:
                 frame["value"] = as_categories(frame["value"])
-                out = frame.groupby("node")["value"].agg(lambda v: v.mode().iat[0]).reindex(range(k)).to_numpy(object)
+                modes = frame.groupby("node")["value"].agg(lambda v: v.mode().iat[0])
+                out = modes.reindex(range(k)).fillna("n/a").to_numpy(object)  # "n/a": an empty node
             self._cache[key] = out
         return self._cache[key]
 
