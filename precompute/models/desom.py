@@ -80,6 +80,8 @@ class DESOM:
         """Train on X (spectra [N, n_wave] or images [N, rows, cols]); mask (same shape, 1 = good) drops pixels
         from the reconstruction loss, e.g. ``ivar > 0`` for spectra."""
         X, mask = self._inputs(X, mask)
+        if mask is None:
+            mask = torch.ones(X.shape, dtype=torch.bool)
         if X.shape[0] < 2:
             raise ValueError(f"DESOM needs at least 2 samples to train, got {X.shape[0]}")
         if not (isinstance(self.n_epochs, int) and self.n_epochs >= 1):
@@ -98,7 +100,7 @@ class DESOM:
         for module in self.autoencoder_.modules():  # fresh weights from `seed`, whatever the template saw
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-        self.autoencoder_.set_normalisation(X[train], mask[train])
+        self.autoencoder_.set_normalisation(X[train], mask[train].float())
         X = self._impute(X, mask)
         if self.pca_start:
             self.autoencoder_.start_from_pca(*self._principal_components(X[train], generator))
@@ -156,7 +158,7 @@ class DESOM:
     def _epoch(self, X, mask, train, optimizer, generator, device, joint, schedule=None, step=0) -> int:
         self.autoencoder_.train()
         for batch in self._batches(train[torch.randperm(len(train), generator=generator)]):
-            x, m = X[batch].to(device, non_blocking=True), mask[batch].to(device, non_blocking=True)
+            x, m = X[batch].to(device, non_blocking=True), mask[batch].to(device, non_blocking=True).float()
             x_hat, z = self.autoencoder_(x)
             loss = masked_mse(x, x_hat, m)
             if joint:
@@ -183,7 +185,7 @@ class DESOM:
         self.autoencoder_.eval()
         mse = total = 0.0
         for batch in self._batches(index, 4 * self.batch_size):
-            x, m = X[batch].to(device), mask[batch].to(device)
+            x, m = X[batch].to(device), mask[batch].to(device).float()
             x_hat, z = self.autoencoder_(x)
             batch_mse = float(masked_mse(x, x_hat, m))
             mse += batch_mse * len(batch)
@@ -211,20 +213,19 @@ class DESOM:
 
     # --------------------------------------------------------------------------------------------- inference
     def _inputs(self, X, mask=None):
-        X = torch.from_numpy(np.array(X, dtype=np.float32))  # a copy: bundle arrays are read-only memory maps
+        """(X float32 tensor, mask bool tensor or None); copies X only when it is read-only or of another type."""
+        X = torch.from_numpy(np.require(X, np.float32, ["C", "W"]))
         shape = self.autoencoder.config["input_shape"]
         if tuple(X.shape[1:]) != tuple(shape):
             raise ValueError(f"DESOM expects inputs of shape [N, {', '.join(map(str, shape))}], got {tuple(X.shape)}")
-        if mask is None:
-            mask = torch.ones_like(X)
-        else:
-            mask = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+        if mask is not None:
+            mask = torch.from_numpy(np.asarray(mask) != 0)
             if mask.shape != X.shape:
                 raise ValueError(f"mask shape {tuple(mask.shape)} differs from the inputs' {tuple(X.shape)}")
         bad = ~torch.isfinite(X)
         if bad.any():
-            if (mask[bad] != 0).any():
-                raise ValueError("inputs contain NaN/inf at pixels the mask marks as good")
+            if mask is None or (mask & bad).any():
+                raise ValueError("inputs contain NaN/inf at pixels the mask does not mark as bad")
             X = torch.where(bad, torch.zeros_like(X), X)
         return X, mask
 
@@ -239,9 +240,9 @@ class DESOM:
             raise RuntimeError("this DESOM is not fitted yet: call fit(X) first (or DESOM.load(path))")
         return next(self.autoencoder_.parameters()).device
 
-    def _impute(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _impute(self, X: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Bad pixels take the training mean: whatever a reader left there (0, garbage) cannot move the code."""
-        return torch.where(mask > 0, X, self.autoencoder_.offset.cpu())
+        return X if mask is None else torch.where(mask, X, self.autoencoder_.offset.cpu())
 
     def encode(self, X, mask=None) -> np.ndarray:
         """Latent codes float32 [N, latent_dim]; mask (1 = good) as in `fit`."""
