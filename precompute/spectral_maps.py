@@ -65,15 +65,29 @@ def member_spectra(flux, ivar, nodes, n_nodes: int) -> np.ndarray:
     bounds = np.searchsorted(nodes[order], np.arange(n_nodes + 1))
     for k in tqdm(range(n_nodes), desc="member spectra", leave=False, disable=None):
         members = order[bounds[k]:bounds[k + 1]]
-        if members.size == 0:
-            continue
-        values = np.where(ivar[members] > 0, flux[members], np.nan)
-        good = np.isfinite(values).any(0)
-        if not good.any():
-            continue
-        out[0, k, good] = np.nanmean(values[:, good], axis=0)
-        out[1:, k, good] = np.nanpercentile(values[:, good], [16, 50, 84], axis=0)
+        if members.size:
+            values = np.where(ivar[members] > 0, flux[members], np.nan)
+            out[:, k] = _nan_percentiles(values, (16, 50, 84), with_mean=True)
     return out
+
+
+def _nan_percentiles(values: np.ndarray, percentiles, with_mean: bool = False) -> np.ndarray:
+    """Percentiles along axis 0 ignoring NaN (numpy's linear interpolation), one sort for all of them:
+    np.nanpercentile loops over the columns in Python, ~20x slower on [members, n_wave] blocks."""
+    ordered = np.sort(values, axis=0)  # NaN sort last
+    n = np.isfinite(values).sum(0)
+    rows = []
+    if with_mean:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rows.append(np.where(n > 0, np.nansum(values, axis=0) / np.maximum(n, 1), np.nan))
+    for q in percentiles:
+        position = (np.maximum(n, 1) - 1) * q / 100.0
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, np.maximum(n - 1, 0))
+        below = np.take_along_axis(ordered, low[None], 0)[0]
+        above = np.take_along_axis(ordered, high[None], 0)[0]
+        rows.append(np.where(n > 0, below + (above - below) * (position - low), np.nan))
+    return np.asarray(rows)
 
 
 def property_table(bins: pd.DataFrame, galaxies: pd.DataFrame) -> pd.DataFrame:
@@ -193,9 +207,12 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     if not train.any():
         raise ValueError("no binned spectrum belongs to a training galaxy (split == 'train'): nothing to learn from")
 
-    # DESOM-1 on the training galaxies' bins
+    # DESOM-1 on (a random subsample of) the training galaxies' bins
     cfg = config["desom1"]
-    model = spectrum_desom(len(wave), cfg, seed, device).fit(flux[train], ivar[train] > 0)
+    fit_on = np.flatnonzero(train)
+    if fit_on.size > cfg["max_train_spectra"]:
+        fit_on = np.sort(np.random.default_rng(seed).choice(fit_on, cfg["max_train_spectra"], replace=False))
+    model = spectrum_desom(len(wave), cfg, seed, device).fit(flux[fit_on], ivar[fit_on] > 0)
     latent = model.encode(flux, ivar > 0)
     nodes, qe = model.bmu(latent, latent=True)
     n_nodes = cfg["rows"] * cfg["cols"]
@@ -216,11 +233,11 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     metrics = {"topographic_error": model.topographic_error(latent[train], latent=True),
                "quantization_error": model.quantization_error(latent[train], latent=True),
                "epochs": model.n_epochs_, "best_epoch": model.best_epoch_, "seconds": model.seconds_,
-               "train_spectra": int(train.sum()), "val_spectra": int(held_out.sum())}
+               "train_spectra": int(fit_on.size), "val_spectra": int(held_out.sum())}
     if held_out.any():
         metrics["val_topographic_error"] = model.topographic_error(latent[held_out], latent=True)
         metrics["val_quantization_error"] = model.quantization_error(latent[held_out], latent=True)
-        metrics.update(autoencoder_vs_pca(model, flux[train], ivar[train], flux[held_out], ivar[held_out]))
+        metrics.update(autoencoder_vs_pca(model, flux[fit_on], ivar[fit_on], flux[held_out], ivar[held_out]))
     medians = table.pivot(index="node", columns="property", values="median")
     metrics["smoothness"] = {p: node_map_smoothness(medians[p].to_numpy(), cfg["rows"], cfg["cols"], cfg["topology"])
                              for p in medians.columns if not p.startswith(GALAXY_PREFIX)}

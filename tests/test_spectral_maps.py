@@ -195,3 +195,20 @@ def test_sed_library_map_seed_002():
         assert purity > 0.85
     ages = truth["log_age_lw"].groupby(sed_map.minisom_nodes).median().reindex(range(100)).to_numpy()
     assert node_map_smoothness(ages, 10, 10) >= 0.8
+
+
+def test_member_percentiles_match_numpy():
+    from precompute.spectral_maps import member_spectra
+
+    rng = np.random.default_rng(1)
+    flux = rng.normal(size=(60, 7)).astype(np.float32)
+    ivar = (rng.random((60, 7)) > 0.3).astype(np.float32)
+    ivar[:, 6] = 0  # a pixel bad for every member
+    nodes = rng.integers(0, 4, 60)
+    nodes[nodes == 3] = 2  # node 3 stays empty
+    out = member_spectra(flux, ivar, nodes, 4)
+    for k in range(3):
+        values = np.where(ivar[nodes == k] > 0, flux[nodes == k], np.nan)[:, :6]
+        np.testing.assert_allclose(out[0, k, :6], np.nanmean(values, 0), rtol=1e-5)
+        np.testing.assert_allclose(out[1:, k, :6], np.nanpercentile(values, [16, 50, 84], axis=0), rtol=1e-5)
+    assert np.isnan(out[:, :, 6]).all() and np.isnan(out[:, 3]).all()

@@ -12,6 +12,7 @@ training with early stopping on a validation split (the best epoch is kept).
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import pickle
 import time
@@ -118,7 +119,8 @@ class DESOM:
         optimizer = torch.optim.Adam([*self.autoencoder_.parameters(), *self.som_.parameters()], lr=self.learning_rate)
         n_steps = self.n_epochs * max(1, -(-len(train) // self.batch_size))
         sigma_start = self.sigma_start if self.sigma_start is not None else max(self.rows, self.cols) / 2
-        schedule = lambda step: sigma_at(step, n_steps, sigma_start, self.sigma_end, self.sigma_schedule)  # noqa: E731
+        schedule = functools.partial(sigma_at, n_steps=n_steps, sigma_start=sigma_start, sigma_end=self.sigma_end,
+                                     schedule=self.sigma_schedule)
 
         best, best_loss, waited, step = None, float("inf"), 0, 0
         bar = self._progress(range(self.n_epochs), "training DESOM")
@@ -126,8 +128,7 @@ class DESOM:
             step = self._epoch(X, mask, train, optimizer, generator, device, joint=True, schedule=schedule, step=step)
             record = self._record("joint", epoch, schedule(step - 1), X, mask, train, val, device)
             loss = record["val_loss"] if len(val) else record["train_loss"]
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss:.3g}", sigma=f"{record['sigma']:.2f}")
+            bar.set_postfix(loss=f"{loss:.3g}", sigma=f"{record['sigma']:.2f}")
             if loss < best_loss:
                 best_loss, waited, self.best_epoch_ = loss, 0, epoch
                 best = self._state()
