@@ -249,13 +249,18 @@ class PrototypeSpectra:
             for slot in range(len(NODE_COLOURS)):
                 columns = slot_sources(wave, node_spectra(data, nodes[slot] if slot < len(nodes) else None))
                 for role, values in columns.items():
-                    self._spectra_models[(slot, role)].data = values
+                    source = self._spectra_models[(slot, role)]
+                    y = "y" if role == "Band" else "flux"
+                    if len(source.data[y]) == len(values[y]):  # one key sends one column, not the wavelengths again
+                        source.data[y] = values[y].astype(np.float32)
+                    else:  # HoloViews drew an empty slot with no points at all
+                        source.data = values
             top = spectra_top(data, nodes)
             figure = self._spectra_models[(None, "figure")]
             figure.title.text = spectra_title(data, nodes)
             figure.y_range.end = top * 1.25
             labels = self._spectra_models[(None, "labels")]
-            labels.data = {**labels.data, "y": np.full(len(labels.data["y"]), top * 1.02)}
+            labels.data["y"] = np.full(len(labels.data["y"]), top * 1.02)
         if not self._distribution_models:
             self._rebuild_distribution()
             return
@@ -267,7 +272,7 @@ class PrototypeSpectra:
             if slot is None:
                 continue
             _, y = node_distribution(data, nodes[slot] if slot < len(nodes) else None, self.state.colour_by, edges)
-            source.data = {**source.data, column: y}
+            source.data[column] = y
             top = max(top, float(np.nanmax(y, initial=0.0)))
         if edges is None:
             top = 1.0  # fractions
