@@ -20,7 +20,7 @@ def hub_running(environ: dict | None = None, home: Path | None = None) -> bool:
     return ((home or Path.home()) / ".samp").is_file()
 
 
-def send_votable(payload: bytes, name: str, timeout: float = 5.0) -> list[str]:
+def send_votable(payload: bytes, name: str) -> list[str]:
     """Broadcast a VOTable (`table.load.votable`); returns the ids of the clients that were notified."""
     from astropy.samp import SAMPIntegratedClient
 

@@ -78,7 +78,7 @@ def galaxy_points(data: ExplorerData, embedding: str, colour_by: str) -> hv.Poin
     )
 
 
-def selected_rows(data: ExplorerData, galaxies: np.ndarray | None):
+def selected_rows(galaxies: np.ndarray | None):
     """Rows of the galaxy scatter to draw as selected ([] = no selection: every point drawn normally).
     The state keeps galaxies sorted; an integer array validates faster in Bokeh than a list."""
     return [] if galaxies is None else np.asarray(galaxies, dtype=np.int64)
@@ -109,10 +109,10 @@ class GalaxyScatter:
         source = plot.handles["source"]
         if source not in self._sources:
             self._sources.append(source)
-        source.selected.indices = selected_rows(self.data, self.state.galaxies)
+        source.selected.indices = selected_rows(self.state.galaxies)
 
     def _show_selection(self, *_):
-        rows = selected_rows(self.data, self.state.galaxies)
+        rows = selected_rows(self.state.galaxies)
         for source in self._sources:
             source.selected.indices = rows
 
