@@ -56,8 +56,8 @@ class FrozenMaps:
             if bundle.json("desom2/grid.json")["backend"] == "desom":
                 desom2 = DESOM.load(io.BytesIO((bundle.path / "desom2/model.pt").read_bytes()), device=device)
             else:
-                prototypes = np.asarray(bundle.array("desom2/prototypes"), np.float32).reshape(
-                    len(bundle.array("desom2/prototypes")), -1)
+                prototypes = np.asarray(bundle.array("desom2/prototypes"), np.float32)
+                prototypes = prototypes.reshape(len(prototypes), -1)
         return cls(bundle, desom1, medians, node_scale, desom2, prototypes)
 
     def place(self, flux: np.ndarray, ivar: np.ndarray) -> pd.DataFrame:

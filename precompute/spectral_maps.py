@@ -19,7 +19,7 @@ from precompute.bundle import BundleWriter, register_section
 from precompute.fingerprints import fingerprint_counts, node_scale, normalise_fingerprints
 from precompute.models.autoencoder import fingerprint_autoencoder, spectrum_autoencoder
 from precompute.models.desom import DESOM
-from precompute.models.som import SOM, adjacency
+from precompute.models.som import SOM, adjacency, grid_coordinates
 
 register_section("desom1", (
     "desom1/grid.json", "desom1/model.pt", "desom1/prototypes_latent.npy", "desom1/prototype_spectra.npy",
@@ -158,18 +158,17 @@ def node_map_smoothness(values, rows: int, cols: int, topology: str = "rectangul
     return float(np.corrcoef(values[ok], neighbour_mean[ok])[0, 1])
 
 
-def neighbourhood_agreement(nodes, labels, rows: int, cols: int, topology: str = "rectangular"):
-    """(observed, chance): among pairs of items on the same or adjacent nodes, the fraction sharing a label,
-    and the same fraction for all pairs (what a map ignoring the labels would give)."""
-    nodes, labels = np.asarray(nodes), np.asarray(labels).astype(str)
-    near = adjacency(rows, cols, topology).numpy() | np.eye(rows * cols, dtype=bool)
-    pair_near = near[nodes[:, None], nodes[None, :]]
-    same = labels[:, None] == labels[None, :]
-    off_diagonal = ~np.eye(len(nodes), dtype=bool)
-    close = pair_near & off_diagonal
-    observed = float(same[close].mean()) if close.any() else float("nan")
-    chance = float(same[off_diagonal].mean()) if off_diagonal.any() else float("nan")
-    return observed, chance
+def same_label_distance_ratio(nodes, labels, rows: int, cols: int, topology: str = "rectangular") -> float:
+    """Mean grid distance between items sharing a label over the mean between all items (pairs of distinct
+    items): below 1 when items of a kind gather in the same region of the map, ~1 for a map blind to the label."""
+    grid = grid_coordinates(rows, cols, topology).numpy()[np.asarray(nodes)]
+    labels = np.asarray(labels).astype(str)
+    distance = np.linalg.norm(grid[:, None] - grid[None, :], axis=-1)
+    pairs = ~np.eye(len(labels), dtype=bool)
+    same = (labels[:, None] == labels[None, :]) & pairs
+    if not same.any() or distance[pairs].mean() == 0:
+        return float("nan")
+    return float(distance[same].mean() / distance[pairs].mean())
 
 
 def autoencoder_vs_pca(model: DESOM, train_flux, train_ivar, test_flux, test_ivar) -> dict:
@@ -291,8 +290,8 @@ def build_desom2(writer: BundleWriter, galaxies: pd.DataFrame, fingerprints: np.
     writer.array("desom2/umatrix", np.asarray(umatrix, dtype=np.float32))
     metrics = {**quality, "backend": cfg["backend"], "seconds": time.perf_counter() - start}
     if "morphology" in galaxies:
-        observed, chance = neighbourhood_agreement(nodes, galaxies["morphology"], cfg["rows"], cfg["cols"], cfg["topology"])
-        metrics["morphology_agreement"], metrics["morphology_agreement_chance"] = observed, chance
+        metrics["morphology_distance_ratio"] = same_label_distance_ratio(nodes, galaxies["morphology"], cfg["rows"],
+                                                                         cfg["cols"], cfg["topology"])
     writer.metrics["desom2"] = metrics
     writer.section("desom2")
     return nodes.astype(np.int32)

@@ -55,9 +55,7 @@ class ConvAutoencoder(nn.Module):
         self.encoder = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(math.prod(self.code_shape), latent_dim))
         n_inputs = math.prod(self.input_shape)
         self.encoder_linear = nn.Linear(n_inputs, latent_dim, bias=False)
-        # The latent is standardised over the data (batch norm without learned scale): the SOM loss of DESOM
-        # could otherwise be lowered by shrinking every code towards one point, which collapses the map.
-        self.latent_norm = nn.BatchNorm1d(latent_dim, affine=False)
+        self.latent_norm = LatentScale()
 
         # Mirror: dense back to the last feature maps, then transposed convolutions (kernel 4, stride 2: exact x2).
         blocks = [nn.Linear(latent_dim, math.prod(self.code_shape)), nn.LeakyReLU(0.1), nn.Unflatten(1, self.code_shape)]
@@ -78,9 +76,11 @@ class ConvAutoencoder(nn.Module):
         """Linear paths = PCA (components [m, n_inputs] of the normalised inputs, m <= latent_dim, and the
         standard deviation of their scores [m]); convolutional paths silent until training wakes them."""
         m = components.shape[0]
-        std = score_std.clamp_min(1e-12)
-        self.encoder_linear.weight[:m] = components / std[:, None]
-        self.decoder_linear.weight[:, :m] = components.T * std[None, :]
+        # One scale for all components (codes of unit mean square), not one each: whitening would give the
+        # weakest, noisiest components as much say in the SOM's distances as the leading ones.
+        rms = score_std.pow(2).mean().sqrt().clamp_min(1e-12)
+        self.encoder_linear.weight[:m] = components / rms
+        self.decoder_linear.weight[:, :m] = components.T * rms
         self.encoder_linear.weight[m:] = 0.0
         self.decoder_linear.weight[:, m:] = 0.0
         for layer in (self.encoder[-1], self.decoder[-1]):
@@ -121,6 +121,32 @@ class ConvAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
         return self.decode(z), z
+
+
+class LatentScale(nn.Module):
+    """Divide latent codes by their root mean square over the batch and all dimensions (a running value when
+    evaluating), like batch norm with one shared scale and no centring.
+
+    DESOM's SOM loss could otherwise be lowered by shrinking every code towards one point, which collapses the
+    map; one shared scale pins the size of the latent cloud but keeps its shape (the relative variance of the
+    directions), so distances on the map still follow the strongest variations between inputs.
+    """
+
+    def __init__(self, momentum: float = 0.1):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("running_rms", torch.ones(()))
+
+    def reset_parameters(self) -> None:
+        self.running_rms.fill_(1.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return z / self.running_rms
+        rms = z.pow(2).mean().sqrt().clamp_min(1e-12)
+        with torch.no_grad():
+            self.running_rms.lerp_(rms, self.momentum)
+        return z / rms
 
 
 def spectrum_autoencoder(n_wave: int, latent_dim: int = 256, channels=(8, 16, 32, 32), kernel_size: int = 5) -> ConvAutoencoder:

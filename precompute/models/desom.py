@@ -173,7 +173,7 @@ class DESOM:
     def _som_loss(self, z: torch.Tensor, sigma: float) -> torch.Tensor:
         """Forest et al.'s SOM loss per latent dimension and per unit of neighbourhood weight.
 
-        Our latent is standardised, so the raw loss grows with the latent width and with σ (the neighbourhood
+        Our codes have unit mean square, so the raw loss grows with the latent width and with σ (the neighbourhood
         sums over ~2πσ² nodes); normalised, γ weighs the map against the reconstruction the same way for any
         width and all along the σ schedule, and the early wide neighbourhoods do not swamp the reconstruction.
         """
@@ -195,10 +195,14 @@ class DESOM:
         return mse / n, total / n
 
     def _record(self, phase, epoch, sigma, X, mask, train, val, device) -> dict:
+        """Losses after an epoch. The SOM term is taken at the final σ whatever σ the epoch trained with: early
+        stopping then compares every epoch's map as the finished map it would be, not a moving target (the raw
+        loss falls with σ alone and would hide a stalled map, or stop while σ is still wide)."""
+        sigma_final = self.sigma_end if sigma is not None else None
         # The training loss is measured on a fixed subsample: a full pass would double the epoch time.
         probe = train[: max(len(val), min(len(train), 2048))]
-        train_mse, train_loss = self._losses(X, mask, probe, device, sigma)
-        val_mse, val_loss = self._losses(X, mask, val, device, sigma) if len(val) else (float("nan"),) * 2
+        train_mse, train_loss = self._losses(X, mask, probe, device, sigma_final)
+        val_mse, val_loss = self._losses(X, mask, val, device, sigma_final) if len(val) else (float("nan"),) * 2
         record = {"phase": phase, "epoch": epoch, "sigma": sigma, "train_mse": train_mse, "train_loss": train_loss,
                   "val_mse": val_mse, "val_loss": val_loss}
         self.history_.append(record)
