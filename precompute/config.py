@@ -78,6 +78,7 @@ DEFAULT_CONFIG: dict = {
             "snr_range": [1.0, 10.0], "p_noise": 0.8, "blur_sigma": 1.0, "p_blur": 0.3,
             "resize_kernels": [2, 5], "p_resize": 0.3, "max_shift": 3,
             "p_stars": 0.3, "max_stars": 3, "star_radius": [1.0, 2.5], "sky_sigma": 0.1,
+            "luminosity_dex": 0.3,  # distance / flux-calibration uncertainty: organise by spectra, not brightness
         },
     },
     "anomaly": {  # seed 003: ConvLSTM autoencoder on emission-line cubes
@@ -85,9 +86,11 @@ DEFAULT_CONFIG: dict = {
         "crop": 32,  # centred crop, spaxels per side
         "latent_dim": 16,
         "hidden": 16,
-        "epochs": 20,
+        "epochs": 30,
         "batch_size": 16,
         "learning_rate": 2.0e-3,
+        "snr_softening": 3.0,  # the network sees asinh(S/N / this)
+        "detection_snr": 3.0,  # the score averages the errors of voxels detected at this S/N (data or model)
     },
     "image_vae": {  # seed 004: convolutional VAE on single-band log-scaled images
         "latent_dim": 16,  # 2 gives a map to look at directly
