@@ -41,6 +41,7 @@ DEFAULT_CONFIG: dict = {
         "batch_size": 64,  # small batches: more steps per epoch, which short CPU trainings need
         "learning_rate": 1.0e-3,
         "histogram_bins": 20,  # per-node empirical PDF of each property
+        "threads": 1,  # CPU threads for training/encoding: more stall on a shared machine (see DESOM)
     },
     "fingerprints": {"clip_percentile": 99.9},  # per-node clipping level before scaling (seed 001)
     "desom2": {  # map of galaxies by fingerprint
@@ -58,6 +59,7 @@ DEFAULT_CONFIG: dict = {
         "validation_fraction": 0.1,
         "batch_size": 16,  # a survey has only hundreds of galaxies: small batches give enough steps
         "learning_rate": 1.0e-3,
+        "threads": 1,
     },
     "sed_map": {"kmeans_k": 6, "minisom_rows": 10, "minisom_cols": 10, "minisom_epochs": 20},  # seed 002
     # Galaxy embeddings (seeds 000, 003, 004) and projections.

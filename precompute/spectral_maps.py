@@ -53,7 +53,7 @@ def _desom_params(cfg: dict) -> dict:
     return dict(rows=cfg["rows"], cols=cfg["cols"], topology=cfg["topology"], gamma=cfg["gamma"],
                 sigma_start=cfg["sigma_start"], sigma_end=cfg["sigma_end"], pretrain_epochs=cfg["pretrain_epochs"],
                 n_epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"],
-                patience=cfg["patience"], validation_fraction=cfg["validation_fraction"])
+                patience=cfg["patience"], validation_fraction=cfg["validation_fraction"], threads=cfg["threads"])
 
 
 # ---------------------------------------------------------------------------------------------- map summaries
