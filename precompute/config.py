@@ -74,6 +74,7 @@ DEFAULT_CONFIG: dict = {
         "temperature": 0.5,
         "epochs": 60,
         "patience": 5,  # early stopping on the validation NT-Xent loss
+        "passes_per_epoch": 3,  # each epoch sees every training galaxy this often, in new augmentations
         "batch_size": 64,
         "learning_rate": 1.0e-3,
         "weight_decay": 1.0e-5,
