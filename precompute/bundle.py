@@ -31,6 +31,13 @@ CORE_FILES = (
     "images/gri.npy",
 )
 SECTION_FILES: dict[str, tuple[str, ...]] = {}
+# Files of each embedding named in embeddings/index.json (section `embeddings`).
+EMBEDDING_FILES = ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
+                   "property_correlation.parquet")
+
+
+def embedding_files(name: str) -> tuple[str, ...]:
+    return tuple(f"embeddings/{name}/{f}" for f in EMBEDDING_FILES)
 
 
 class BundleError(RuntimeError):
@@ -158,6 +165,9 @@ class Bundle:
             if section not in SECTION_FILES:
                 raise BundleError(f"{self.path}: unknown section {section!r} (written by a newer version?)")
             files += SECTION_FILES[section]
+        index = self.path / "embeddings" / "index.json"
+        if self.has("embeddings") and index.exists():
+            files += [f for name in json.loads(index.read_text()) for f in embedding_files(name)]
         return files
 
     def has(self, section: str) -> bool:

@@ -30,6 +30,7 @@ EMISSION_LINES = {
     "NII_6585": 6585.268, "SII_6718": 6718.294, "SII_6733": 6732.674,
 }
 FLUX_UNIT = 1e-17  # erg s⁻¹ cm⁻² Å⁻¹ of the spaxel normalisation (MaNGA convention)
+LUMINOSITY_UNIT = 1e36  # erg s⁻¹ Å⁻¹: spaxel luminosities of order 0.01–100 in the maps
 MIN_GOOD_FRACTION = 0.5  # spectra with fewer good pixels are treated as empty spaxels
 
 
@@ -99,27 +100,33 @@ def _centred_slices(n: int, size: int) -> tuple[slice, slice]:
     return slice(start, start + size), slice(0, size)
 
 
-def bin_spaxels(values: np.ndarray, occupied: np.ndarray, factor: int, total: np.ndarray) -> np.ndarray:
-    """Bin ``values[C, ny, nx]`` into ``factor × factor`` blocks: the mean over occupied spaxels, or the sum for
-    channels where ``total[c]`` is True (luminosity adds up). Empty blocks are 0."""
+def bin_spaxels(values: np.ndarray, occupied: np.ndarray, factor: int, how: tuple[str, ...]) -> np.ndarray:
+    """Bin ``values[C, ny, nx]`` into ``factor × factor`` blocks of the occupied spaxels; ``how[c]`` is ``mean``
+    (PCA coefficients), ``sum`` (luminosity adds up) or ``noise`` (1σ of the block mean: √Σσ² / n).
+    Empty blocks are 0."""
+    how = np.asarray(how)
+    squared = how == "noise"
+    values = np.where(squared[:, None, None], values**2, values)
     if factor == 1:
-        return np.where(occupied, values, 0.0)
-    c, ny, nx = values.shape
-    py, px = -ny % factor, -nx % factor
-    # Pad symmetrically so the IFU centre stays at the centre of the binned grid
-    pads = ((0, 0), (py // 2, py - py // 2), (px // 2, px - px // 2))
-    v = np.pad(np.where(occupied, values, 0.0), pads)
-    o = np.pad(occupied.astype(float), pads[1:])
-    shape = (c, v.shape[1] // factor, factor, v.shape[2] // factor, factor)
-    sums = v.reshape(shape).sum(axis=(2, 4))
-    counts = o.reshape(shape[1:]).sum(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, sums / counts, 0.0)
-    return np.where(total[:, None, None], sums, means)
+        binned, counts = np.where(occupied, values, 0.0), occupied.astype(float)
+    else:
+        c, ny, nx = values.shape
+        py, px = -ny % factor, -nx % factor
+        # Pad symmetrically so the IFU centre stays at the centre of the binned grid
+        pads = ((0, 0), (py // 2, py - py // 2), (px // 2, px - px // 2))
+        v = np.pad(np.where(occupied, values, 0.0), pads)
+        o = np.pad(occupied.astype(float), pads[1:])
+        shape = (c, v.shape[1] // factor, factor, v.shape[2] // factor, factor)
+        binned = v.reshape(shape).sum(axis=(2, 4))
+        counts = o.reshape(shape[1:]).sum(axis=(1, 3))
+    n = np.maximum(counts, 1.0)
+    out = np.where((how == "mean")[:, None, None], binned / n, binned)
+    out[squared] = np.sqrt(binned[squared]) / n
+    return out * (counts > 0)
 
 
 class CubeMaps:
-    """PCA of good-S/N spaxel spectra, fitted once; each galaxy → ``[n_components + 1, S, S]`` maps.
+    """PCA of good-S/N spaxel spectra, fitted once; each galaxy → ``[n_components + 1, S, S]`` maps and a noise map.
 
     ``wave`` is the rest-frame grid of the prepared spectra; ``snr_window`` where the spaxel S/N is measured.
     Fitted state: ``pca_`` (sklearn PCA), ``n_fit_spectra_``.
@@ -154,26 +161,32 @@ class CubeMaps:
         self.n_fit_spectra_ = len(flux)
         return self
 
-    def transform(self, galaxies: list, progress: bool = False) -> np.ndarray:
-        """Maps of every galaxy, float32 ``[N, n_components + 1, S, S]`` (luminosity last, erg s⁻¹ Å⁻¹ / 1e30)."""
-        out = np.zeros((len(galaxies), self.n_components + 1, self.map_size, self.map_size), dtype=np.float32)
-        is_total = np.zeros(self.n_components + 1, dtype=bool)
-        is_total[-1] = True
+    def transform(self, galaxies: list, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(maps, noise)`` of every galaxy: maps float32 ``[N, n_components + 1, S, S]`` (PCA coefficients, then
+        the luminosity in LUMINOSITY_UNIT), noise float32 ``[N, S, S]``: each spaxel's 1σ per spectral pixel of
+        its normalised spectrum (1 / S/N), which the augmentations need to reach a uniform S/N. 0 = no data."""
+        size, c = self.map_size, self.n_components + 1
+        maps = np.zeros((len(galaxies), c, size, size), dtype=np.float32)
+        noise = np.zeros((len(galaxies), size, size), dtype=np.float32)
+        how = ("mean",) * self.n_components + ("sum", "noise")
         for g, galaxy in enumerate(tqdm(galaxies, desc="cube maps", disable=not progress, leave=False)):
             self._check(galaxy)
             ny, nx, _ = galaxy.spaxel_flux.shape
             flux, good, keep = _usable(galaxy)
-            channels = np.zeros((self.n_components + 1, ny * nx))
+            channels = np.zeros((c + 1, ny * nx))
             if len(keep):
-                channels[:-1, keep] = self.pca_.transform(_fill_with(flux, good, self.pca_.mean_)).T
-                # 1e30 erg/s/Å: a luminosity of order unity or more per spaxel in float32
-                channels[-1, keep] = spaxel_luminosity(galaxy).reshape(-1)[keep] / 1e30
+                channels[:-2, keep] = self.pca_.transform(_fill_with(flux, good, self.pca_.mean_)).T
+                channels[-2, keep] = spaxel_luminosity(galaxy).reshape(-1)[keep] / LUMINOSITY_UNIT
+                ivar = galaxy.spaxel_ivar.reshape(-1, self.wave.size)[keep]
+                snr = spaxel_snr(flux, ivar, self.wave, self.snr_window)
+                channels[-1, keep] = 1.0 / np.maximum(snr, 1e-3)
             occupied = np.zeros(ny * nx, dtype=bool)
-            occupied[keep] = channels[-1, keep] > 0
-            channels = channels.reshape(-1, ny, nx)
-            binned = bin_spaxels(channels, occupied.reshape(ny, nx), bin_factor((ny, nx), self.map_size), is_total)
-            out[g] = place_centred(binned, self.map_size)
-        return out
+            occupied[keep] = channels[-2, keep] > 0
+            binned = bin_spaxels(channels.reshape(-1, ny, nx), occupied.reshape(ny, nx),
+                                 bin_factor((ny, nx), size), how)
+            placed = place_centred(binned, size)
+            maps[g], noise[g] = placed[:-1], placed[-1]
+        return maps, noise
 
     def _check(self, galaxy) -> None:
         if galaxy.spaxel_flux.ndim != 3 or galaxy.spaxel_flux.shape[-1] != self.wave.size:
@@ -182,45 +195,45 @@ class CubeMaps:
 
 
 def line_windows(wave: np.ndarray, n_bins: int = 10, lines: dict[str, float] = EMISSION_LINES,
-                 side: int = 40, guard: int = 8) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Pixel indices ``[n_lines, n_bins]`` centred on each line, and for each line its continuum side-band
-    pixels: within ``side`` pixels of the line but at least ``guard`` from every line of the list."""
+                 side: int = 40, guard: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel indices ``[n_lines, n_bins]`` centred on each line, and the continuum side-bands as a 0/1 matrix
+    ``[n_wave, n_lines]``: pixels within ``side`` of the line but at least ``guard`` from every line of the list."""
     centre = np.searchsorted(wave, list(lines.values()))
-    if (centre < n_bins // 2).any() or (centre + n_bins - n_bins // 2 > wave.size).any():
-        outside = [name for name, c in zip(lines, centre) if c < n_bins // 2 or c + n_bins // 2 > wave.size]
+    outside = [name for name, c in zip(lines, centre) if c < n_bins // 2 or c + n_bins - n_bins // 2 > wave.size]
+    if outside:
         raise ValueError(f"emission lines {outside} fall outside the rest-frame grid {wave[0]:.0f}–{wave[-1]:.0f} Å")
     windows = centre[:, None] - n_bins // 2 + np.arange(n_bins)
-    pixel = np.arange(wave.size)
-    near_line = (np.abs(pixel[:, None] - centre[None, :]) < guard).any(axis=1)
-    bands = [np.flatnonzero((np.abs(pixel - c) <= side) & ~near_line) for c in centre]
+    pixel = np.arange(wave.size)[:, None]
+    near_line = (np.abs(pixel - centre[None, :]) < guard).any(axis=1, keepdims=True)
+    bands = ((np.abs(pixel - centre[None, :]) <= side) & ~near_line).astype(np.float32)
     return windows, bands
 
 
 def emission_line_cubes(galaxies: list, wave: np.ndarray, n_bins: int = 10, crop: int = 32,
-                        progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Continuum-subtracted flux around each line, centred crop: ``(cubes, good)``, both
-    ``[N, n_lines, n_bins, crop, crop]`` (float32 and bool). The continuum is the median of the good side-band
-    pixels of each line in each spaxel; voxels that are bad, without continuum or outside the IFU are not good."""
+                        progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Continuum-subtracted flux around each line in a centred crop: ``(cubes, sigma, good)``, each
+    ``[N, n_lines, n_bins, crop, crop]``: the flux (float32, units of the normalised continuum), its 1σ
+    (float32) and whether the voxel has data (bool). The continuum is the mean of the good side-band pixels of
+    each line in each spaxel; voxels that are bad, without continuum or outside the IFU are not good (0)."""
     windows, bands = line_windows(wave, n_bins)
     n_lines = len(windows)
-    cubes = np.zeros((len(galaxies), n_lines, n_bins, crop, crop), dtype=np.float32)
-    good = np.zeros(cubes.shape, dtype=bool)
+    shape = (len(galaxies), n_lines, n_bins, crop, crop)
+    cubes, sigma, good = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, bool)
     for g, galaxy in enumerate(tqdm(galaxies, desc="emission-line cubes", disable=not progress, leave=False)):
         ny, nx, n_wave = galaxy.spaxel_flux.shape
         if n_wave != wave.size:
             raise ValueError(f"{galaxy.galaxy_id}: spaxel spectra have {n_wave} pixels, the grid {wave.size}")
-        flux = galaxy.spaxel_flux.reshape(-1, n_wave)
+        flux = galaxy.spaxel_flux.reshape(-1, n_wave)  # 0 where bad
+        ivar = galaxy.spaxel_ivar.reshape(-1, n_wave)[:, windows]
         ok = galaxy.spaxel_ivar.reshape(-1, n_wave) > 0
-        values = np.zeros((n_lines, n_bins, ny * nx), dtype=np.float32)
-        valid = np.zeros(values.shape, dtype=bool)
-        for j, (window, band) in enumerate(zip(windows, bands)):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # no good side-band pixel: no continuum
-                side = np.where(ok[:, band], flux[:, band], np.nan)
-                continuum = np.nanmedian(side, axis=1) if band.size else np.full(len(flux), np.nan)
-            values[j] = (flux[:, window] - continuum[:, None]).T
-            valid[j] = (ok[:, window] & np.isfinite(continuum)[:, None]).T
-        values = np.where(valid, values, 0.0)
-        cubes[g] = place_centred(values.reshape(n_lines, n_bins, ny, nx), crop)
-        good[g] = place_centred(valid.reshape(n_lines, n_bins, ny, nx), crop)
-    return cubes, good
+        counts = ok.astype(np.float32) @ bands  # [n_spaxels, n_lines]
+        continuum = (flux @ bands) / np.maximum(counts, 1)
+        valid = (ivar > 0) & (counts > 0)[:, :, None]  # [n_spaxels, n_lines, n_bins]
+        line = np.where(valid, flux[:, windows] - continuum[:, :, None], 0.0)
+        error = np.where(valid, 1.0 / np.sqrt(np.where(valid, ivar, 1.0)), 0.0)
+
+        def placed(values):
+            return place_centred(values.transpose(1, 2, 0).reshape(n_lines, n_bins, ny, nx), crop)
+
+        cubes[g], sigma[g], good[g] = placed(line), placed(error), placed(valid)
+    return cubes, sigma, good

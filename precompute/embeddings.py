@@ -17,21 +17,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from precompute.bundle import BundleWriter, register_section
-
-EMBEDDING_FILES = ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
-                   "property_correlation.parquet")
-
-
-def embedding_files(name: str) -> tuple[str, ...]:
-    return tuple(f"embeddings/{name}/{f}" for f in EMBEDDING_FILES)
+from precompute.bundle import BundleWriter, embedding_files, register_section
 
 
 # `embeddings` holds what every embedding has (the dashboard's UMAP and similarity views); each model adds its
 # own section. The fingerprint embedding's files are listed in embeddings/index.json when it is present.
 SECTIONS = {
-    "embeddings": ("embeddings/index.json", *embedding_files("contrastive")),
-    "contrastive": ("contrastive/model.pt", "contrastive/pca.npz"),
+    "embeddings": ("embeddings/index.json",),  # each listed embedding's files are checked through index.json
+    "contrastive": (*embedding_files("contrastive"), "contrastive/model.pt", "contrastive/pca.npz"),
     "anomaly": (*embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json", "anomaly/line_residuals.npy",
                 "anomaly/spaxel_residuals.npy"),
     "image_vae": (*embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
@@ -61,13 +54,17 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
     galaxies = galaxies.copy()
     embeddings: dict[str, tuple[np.ndarray, str, str]] = {}  # name -> (vectors, metric, description)
 
-    vectors = _contrastive(writer, galaxies, prepared, wave, config, device)
-    embeddings["contrastive"] = (vectors, "cosine", "seed 000: NT-Xent Siamese CNN on PCA + luminosity cube maps")
-    latent, scores = _anomaly(writer, galaxies, prepared, wave, config, device)
-    galaxies["anomaly_score"] = scores
-    embeddings["anomaly"] = (latent, "euclidean", "seed 003: ConvLSTM autoencoder latent of emission-line cubes")
-    latent = _image_vae(writer, galaxies, prepared, config, device)
-    embeddings["image_vae"] = (latent, "euclidean", "seed 004: VAE latent means of log-scaled r-band images")
+    models = config.get("embedding_models", [])
+    if "contrastive" in models:
+        vectors = _contrastive(writer, galaxies, prepared, wave, config, device)
+        embeddings["contrastive"] = (vectors, "cosine", "seed 000: NT-Xent Siamese CNN on PCA + luminosity cube maps")
+    if "anomaly" in models:
+        latent, scores = _anomaly(writer, galaxies, prepared, wave, config, device)
+        galaxies["anomaly_score"] = scores
+        embeddings["anomaly"] = (latent, "euclidean", "seed 003: ConvLSTM autoencoder latent of emission-line cubes")
+    if "image_vae" in models:
+        latent = _image_vae(writer, galaxies, prepared, config, device)
+        embeddings["image_vae"] = (latent, "euclidean", "seed 004: VAE latent means of log-scaled r-band images")
     if fingerprints is not None:
         embeddings["fingerprint"] = (np.asarray(fingerprints, dtype=np.float32).reshape(len(galaxies), -1),
                                      "euclidean", "seed 001: histogram of binned spectra over DESOM-1 nodes")
@@ -77,7 +74,7 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
         writer.metrics["embeddings"][name] = write_embedding(writer, name, vectors, galaxies, metric, config)
     writer.json("embeddings/index.json", {name: {"dim": int(v.shape[1]), "metric": metric, "description": text}
                                           for name, (v, metric, text) in embeddings.items()})
-    for section in SECTIONS:
+    for section in ["embeddings", *models]:
         writer.section(section)
     return galaxies
 
@@ -100,7 +97,7 @@ def write_embedding(writer: BundleWriter, name: str, vectors: np.ndarray, galaxi
 
 def _contrastive(writer, galaxies, prepared, wave, config, device) -> np.ndarray:
     from precompute.cube_maps import CubeMaps
-    from precompute.models.contrastive import ContrastiveEmbedding, retrieval_accuracy
+    from precompute.models.contrastive import ContrastiveEmbedding
     from precompute.projections import knn_regression_r2
 
     cfg, seed = config["contrastive"], config["seed"]
@@ -110,16 +107,16 @@ def _contrastive(writer, galaxies, prepared, wave, config, device) -> np.ndarray
     cube_maps = CubeMaps(wave, cfg["n_components"], cfg["pca_min_snr"], cfg["map_size"], (lo - 500.0, hi + 500.0),
                          cfg["max_fit_spectra"], seed)
     cube_maps.fit([g for g, t in zip(prepared, train) if t])
-    maps = cube_maps.transform(prepared, progress=True)
+    maps, noise = cube_maps.transform(prepared, progress=True)
     model = ContrastiveEmbedding(
         cfg["n_features"], cfg["channels"], cfg["projection_dim"], cfg["temperature"], cfg["epochs"],
-        cfg["patience"], cfg["batch_size"], cfg["learning_rate"], cfg["weight_decay"], cfg["augment"], seed, device,
-    ).fit(maps[train], maps[~train])
+        cfg["patience"], cfg["passes_per_epoch"], cfg["batch_size"], cfg["learning_rate"], cfg["weight_decay"],
+        cfg["augment"], seed, device,
+    ).fit(maps[train], noise[train], maps[~train], noise[~train])
     vectors = model.transform(maps)
     seconds = time.perf_counter() - start
 
-    held_out = np.flatnonzero(~train)
-    retrieval = retrieval_accuracy(vectors, model.transform(model.augmented(maps[held_out], seed + 1)), held_out)
+    retrieval = augmented_retrieval(model, maps, noise, vectors, np.flatnonzero(~train), seed)
     present = [p for p in ("log_mstar", "log_age_lw", "ew_halpha") if p in galaxies]
     baseline = knn_regression_r2(cube_pca(maps, train, model), galaxies[present], train, metric="euclidean")
     pca = cube_maps.pca_
@@ -130,10 +127,25 @@ def _contrastive(writer, galaxies, prepared, wave, config, device) -> np.ndarray
         "seconds": round(seconds, 2), "epochs": len(model.history_), "best_epoch": model.best_epoch_,
         "n_parameters": model.n_parameters_, "pca_spectra": cube_maps.n_fit_spectra_,
         "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
-        "augmented_retrieval_val": retrieval,
+        "augmented_retrieval_val": retrieval[0],
+        "augmented_retrieval_within_val": retrieval[1],
         **{f"baseline_cube_pca_knn_r2_{p}": r2 for p, r2 in baseline.items()},
     }
     return vectors
+
+
+def augmented_retrieval(model, maps: np.ndarray, noise: np.ndarray, vectors: np.ndarray, held_out: np.ndarray,
+                        seed: int, copies: int = 5) -> tuple[float, float]:
+    """Share of augmented copies of held-out galaxies whose nearest galaxy in the embedding is the galaxy itself,
+    searching (all galaxies, the held-out galaxies only), over ``copies`` independent augmentations each."""
+    from precompute.models.contrastive import retrieval_accuracy
+
+    among_all, among_held_out = [], []
+    for copy in range(copies):
+        queries = model.transform(model.augmented(maps[held_out], noise[held_out], seed + 1 + copy))
+        among_all.append(retrieval_accuracy(vectors, queries, held_out))
+        among_held_out.append(retrieval_accuracy(vectors[held_out], queries))
+    return float(np.mean(among_all)), float(np.mean(among_held_out))
 
 
 def cube_pca(maps: np.ndarray, train: np.ndarray, model, n_components: int = 32) -> np.ndarray:
@@ -157,14 +169,16 @@ def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarr
     cfg, seed = config["anomaly"], config["seed"]
     train = galaxies["split"].to_numpy() == "train"
     start = time.perf_counter()
-    cubes, good = emission_line_cubes(prepared, wave, cfg["n_bins"], cfg["crop"], progress=True)
+    cubes, sigma, good = emission_line_cubes(prepared, wave, cfg["n_bins"], cfg["crop"], progress=True)
     model = EmissionLineAnomaly(cfg["latent_dim"], cfg["hidden"], cfg["epochs"], cfg["batch_size"],
-                                cfg["learning_rate"], seed, device).fit(cubes[train], good[train])
-    residuals = model.residuals(cubes, good)
-    latent = model.transform(cubes, good)
+                                cfg["learning_rate"], cfg["snr_softening"], cfg["detection_snr"], seed, device)
+    model.fit(cubes[train], sigma[train], good[train])
+    residuals = model.residuals(cubes, sigma, good)
+    latent = model.transform(cubes, sigma, good)
     writer.blob("anomaly/model.pt", _torch_bytes(model.state()))
     writer.json("anomaly/lines.json", {"names": list(EMISSION_LINES), "wave": list(EMISSION_LINES.values()),
-                                       "n_bins": cfg["n_bins"], "crop": cfg["crop"], "scale": model.scale_})
+                                       "n_bins": cfg["n_bins"], "crop": cfg["crop"],
+                                       "snr_softening": model.snr_softening, "detection_snr": model.detection_snr})
     writer.array("anomaly/line_residuals", residuals["line"])
     writer.array("anomaly/spaxel_residuals", residuals["spaxel"])
     metrics = {"seconds": round(time.perf_counter() - start, 2), "final_loss": model.history_[-1]}

@@ -18,19 +18,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from precompute.bundle import SECTION_FILES, BundleWriter, register_section
+from precompute.bundle import SECTION_FILES, BundleWriter, embedding_files, register_section
 from precompute.config import load_config
 from precompute.fingerprints import fingerprint_counts, node_scale, normalise_fingerprints
 
 # Files of each optional section, as docs/bundle-schema.md and the modules that build them declare them
 # (precompute.spectral_maps, precompute.embeddings register these when imported). Readers that must not import
 # those modules (the dashboard: no torch) call register_schema_sections() so that Bundle() can check the files.
-_EMBEDDING_FILES = ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
-                    "property_correlation.parquet")
-
-
-def _embedding_files(name: str) -> tuple[str, ...]:
-    return tuple(f"embeddings/{name}/{f}" for f in _EMBEDDING_FILES)
 
 
 SCHEMA_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -47,12 +41,12 @@ SCHEMA_SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "fingerprints": ("fingerprints/counts.npy", "fingerprints/fingerprints.npy", "fingerprints/node_scale.npy"),
     "desom2": ("desom2/grid.json", "desom2/prototypes.npy", "desom2/hits.npy", "desom2/umatrix.npy"),
-    "embeddings": ("embeddings/index.json", *_embedding_files("contrastive")),
+    "embeddings": ("embeddings/index.json",),
     # model sections the synthetic bundle does not write, listed so that real bundles can be read
-    "contrastive": ("contrastive/model.pt", "contrastive/pca.npz"),
-    "anomaly": (*_embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json",
+    "contrastive": (*embedding_files("contrastive"), "contrastive/model.pt", "contrastive/pca.npz"),
+    "anomaly": (*embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json",
                 "anomaly/line_residuals.npy", "anomaly/spaxel_residuals.npy"),
-    "image_vae": (*_embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
+    "image_vae": (*embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
                   "image_vae/property_correlation.parquet"),
 }
 ALL_SECTIONS = ("desom1", "fingerprints", "desom2", "embeddings")  # the sections written here

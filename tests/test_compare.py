@@ -10,7 +10,7 @@ from precompute.__main__ import main as precompute_main
 from precompute.bundle import BundleWriter
 from precompute.compare import compare_distances, select, twins
 from precompute.config import DEFAULT_CONFIG
-from precompute.embeddings import EMBEDDING_FILES, embedding_files
+from precompute.bundle import EMBEDDING_FILES, embedding_files
 
 N = 120
 

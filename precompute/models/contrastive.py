@@ -16,15 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from precompute.models.augment import CubeAugmenter
+from precompute.models.augment import CubeAugmenter, rotate_flip
 
 
 class CubeEncoder(nn.Module):
     """CNN in the spirit of seed 000 Table A.1: conv blocks (3×3 conv, batch norm, ReLU, 2×2 max-pool),
     flatten, dense ``n_features`` representation, then a 2-layer projection head for the loss.
 
-    The input layer rescales raw maps: PCA channels by their spread over the training galaxies, the luminosity
-    channel through asinh (it spans decades). Empty spaxels stay 0.
+    The input layer rescales raw maps so every channel has a spread of ~1 over the training spaxels: PCA
+    channels by their RMS, the luminosity (which spans decades) through asinh(L / a faint spaxel's L), then by
+    the RMS of that. Empty spaxels stay 0.
     """
 
     def __init__(self, n_channels: int, map_size: int, channels: tuple[int, ...] = (32, 64, 256),
@@ -32,7 +33,8 @@ class CubeEncoder(nn.Module):
         super().__init__()
         self.config = {"n_channels": n_channels, "map_size": map_size, "channels": tuple(channels),
                        "n_features": n_features, "projection_dim": projection_dim}
-        self.register_buffer("channel_scale", torch.ones(n_channels))
+        self.register_buffer("channel_scale", torch.ones(n_channels))  # PCA RMS ..., faint-spaxel luminosity
+        self.register_buffer("luminosity_spread", torch.ones(()))  # RMS of asinh(L / faint L)
         blocks, c_in = [], n_channels
         for c_out in channels:
             blocks += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
@@ -42,15 +44,15 @@ class CubeEncoder(nn.Module):
             raise ValueError(f"map_size {map_size} is too small for {len(channels)} pooling blocks")
         self.features = nn.Sequential(*blocks, nn.Flatten())
         self.representation = nn.Linear(c_in * side * side, n_features)
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(n_features, n_features), nn.ReLU(),
-                                  nn.Linear(n_features, projection_dim))
+        self.head = nn.Sequential(nn.Linear(n_features, n_features), nn.ReLU(), nn.Linear(n_features, projection_dim))
 
     def scale_input(self, maps: torch.Tensor) -> torch.Tensor:
         x = maps / self.channel_scale.view(1, -1, 1, 1)
-        return torch.cat([x[:, :-1], torch.asinh(x[:, -1:])], dim=1)
+        return torch.cat([x[:, :-1], torch.asinh(x[:, -1:]) / self.luminosity_spread], dim=1)
 
     def embed(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.representation(self.features(self.scale_input(maps)))
+        """The representation: the first dense layer's activations (ReLU, as a Keras ``Dense(512, 'relu')``)."""
+        return F.relu(self.representation(self.features(self.scale_input(maps))))
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(maps))
@@ -73,17 +75,24 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
 class ContrastiveEmbedding:
     """Fit a Siamese CNN on cube maps ``[N, C, S, S]`` and embed galaxies as ``n_features``-d vectors.
 
-    Early stopping: training stops when the NT-Xent loss on the validation galaxies (fixed augmentations) has
-    not improved for ``patience`` epochs, and the best weights are restored. Fitted state: ``network_``,
+    Training also needs each map's noise ``[N, S, S]`` (1σ per spectral pixel of each spaxel, from
+    precompute.cube_maps) to augment to a uniform S/N; embedding a galaxy needs only its maps.
+
+    An epoch shows every training galaxy ``passes_per_epoch`` times, each time in new augmented views (a few
+    passes per epoch let the small training sets of IFU surveys converge before early stopping looks at the
+    validation loss). Early stopping: training stops when the NT-Xent loss on the validation galaxies (fixed
+    augmentations) has not improved for ``patience`` epochs, and the best weights are restored. Fitted state: ``network_``,
     ``history_`` (per-epoch train / val loss), ``best_epoch_``, ``n_parameters_``.
     """
 
     def __init__(self, n_features: int = 512, channels: tuple[int, ...] = (32, 64, 256), projection_dim: int = 128,
-                 temperature: float = 0.5, epochs: int = 60, patience: int = 5, batch_size: int = 64,
+                 temperature: float = 0.5, epochs: int = 60, patience: int = 5, passes_per_epoch: int = 3,
+                 batch_size: int = 64,
                  learning_rate: float = 1e-3, weight_decay: float = 1e-5, augment: dict | None = None,
                  seed: int = 0, device: str = "cpu", progress: bool = True):
         self.n_features, self.channels, self.projection_dim = n_features, tuple(channels), projection_dim
         self.temperature, self.epochs, self.patience, self.batch_size = temperature, epochs, patience, batch_size
+        self.passes_per_epoch = passes_per_epoch
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.augment = dict(augment or {})
         self.seed, self.device, self.progress = seed, device, progress
@@ -92,32 +101,38 @@ class ContrastiveEmbedding:
     def augmenter(self) -> CubeAugmenter:
         return CubeAugmenter(**self.augment)
 
-    def fit(self, maps: np.ndarray, val_maps: np.ndarray | None = None) -> "ContrastiveEmbedding":
-        _check_maps(maps, "training maps")
+    def fit(self, maps: np.ndarray, noise: np.ndarray, val_maps: np.ndarray | None = None,
+            val_noise: np.ndarray | None = None) -> "ContrastiveEmbedding":
+        _check_maps(maps, "training maps", noise)
         if len(maps) < 2:
             raise ValueError(f"contrastive training needs at least 2 galaxies, got {len(maps)}")
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         n, c, s, _ = maps.shape
         network = CubeEncoder(c, s, self.channels, self.n_features, self.projection_dim)
-        network.channel_scale.copy_(torch.as_tensor(_channel_scale(maps)))
+        scale, spread = _input_scales(maps)
+        network.channel_scale.copy_(torch.as_tensor(scale))
+        network.luminosity_spread.fill_(spread)
         network.to(self.device)
         optimiser = torch.optim.AdamW(network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         augmenter = self.augmenter
-        train = torch.as_tensor(maps, dtype=torch.float32)
-        val = torch.as_tensor(val_maps, dtype=torch.float32) if val_maps is not None and len(val_maps) > 1 else None
+        train = torch.as_tensor(maps, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32)
+        val = None
+        if val_maps is not None and len(val_maps) > 1:
+            _check_maps(val_maps, "validation maps", val_noise)
+            val = torch.as_tensor(val_maps, dtype=torch.float32), torch.as_tensor(val_noise, dtype=torch.float32)
 
         self.history_, best_loss, best_state, since_best = [], math.inf, None, 0
         epochs = tqdm(range(self.epochs), desc="contrastive", disable=not self.progress, leave=False)
         for epoch in epochs:
             network.train()
-            order = torch.randperm(n, generator=generator)
+            order = torch.cat([torch.randperm(n, generator=generator) for _ in range(self.passes_per_epoch)])
             losses = []
-            for start in range(0, n, self.batch_size):
-                batch = train[order[start:start + self.batch_size]]
-                if len(batch) < 2:  # NT-Xent needs a negative
+            for start in range(0, len(order), self.batch_size):
+                index = order[start:start + self.batch_size]
+                if len(index) < 2:  # NT-Xent needs a negative
                     continue
-                views = [augmenter(batch, generator).to(self.device) for _ in range(2)]
+                views = [augmenter(train[0][index], train[1][index], generator).to(self.device) for _ in range(2)]
                 loss = nt_xent(network(views[0]), network(views[1]), self.temperature)
                 optimiser.zero_grad()
                 loss.backward()
@@ -140,34 +155,38 @@ class ContrastiveEmbedding:
         self.n_parameters_ = sum(p.numel() for p in network.parameters())
         return self
 
-    def _validation_loss(self, network: CubeEncoder, val: torch.Tensor, augmenter: CubeAugmenter) -> float:
+    def _validation_loss(self, network: CubeEncoder, val: tuple[torch.Tensor, torch.Tensor],
+                         augmenter: CubeAugmenter) -> float:
         # The same augmentations every epoch, so the loss changes only because the network does.
         generator = torch.Generator().manual_seed(self.seed + 1)
         network.eval()
         with torch.no_grad():
             losses = []
-            for start in range(0, len(val), self.batch_size):
-                batch = val[start:start + self.batch_size]
-                if len(batch) < 2:
+            for start in range(0, len(val[0]), self.batch_size):
+                maps, noise = (v[start:start + self.batch_size] for v in val)
+                if len(maps) < 2:
                     continue
-                views = [augmenter(batch, generator).to(self.device) for _ in range(2)]
+                views = [augmenter(maps, noise, generator).to(self.device) for _ in range(2)]
                 losses.append(nt_xent(network(views[0]), network(views[1]), self.temperature).item())
         return float(np.mean(losses))
 
-    def transform(self, maps: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """The ``n_features``-d representation of every galaxy, float32 ``[N, n_features]``."""
+    def transform(self, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """The ``n_features``-d representation of every galaxy, float32 ``[N, n_features]``: the mean over the 8
+        orientations of the map (rotations by 90°, flips), so it does not depend on how the galaxy lies on the sky."""
         _check_maps(maps, "maps")
         self.network_.eval()
         out = []
         with torch.no_grad():
             for start in range(0, len(maps), batch_size):
                 batch = torch.as_tensor(maps[start:start + batch_size], dtype=torch.float32).to(self.device)
-                out.append(self.network_.embed(batch).cpu().numpy())
+                views = [rotate_flip(batch, k, flip) for k in range(4) for flip in (False, True)]
+                out.append(torch.stack([self.network_.embed(v) for v in views]).mean(dim=0).cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
-    def augmented(self, maps: np.ndarray, seed: int) -> np.ndarray:
+    def augmented(self, maps: np.ndarray, noise: np.ndarray, seed: int) -> np.ndarray:
         """One random augmented view of each galaxy (seeded), e.g. to check augmented-view retrieval."""
-        views = self.augmenter(torch.as_tensor(maps, dtype=torch.float32), torch.Generator().manual_seed(seed))
+        views = self.augmenter(torch.as_tensor(maps, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32),
+                               torch.Generator().manual_seed(seed))
         return views.numpy()
 
     def state(self) -> dict:
@@ -185,22 +204,25 @@ def retrieval_accuracy(reference: np.ndarray, queries: np.ndarray, targets: np.n
     return float(np.mean(np.argmax(b @ a.T, axis=1) == targets))
 
 
-def _channel_scale(maps: np.ndarray) -> np.ndarray:
-    """Input scales: the RMS of each PCA channel over spaxels with data (brings coefficients of very different
-    spread to ~1), and for the luminosity a faint spaxel's value (10th percentile), so that asinh(L / scale)
-    behaves like log L over the galaxy and luminosity ratios, not the brightest centres, drive the network."""
+def _input_scales(maps: np.ndarray) -> tuple[np.ndarray, float]:
+    """(channel scales, luminosity spread) of ``CubeEncoder.scale_input``, from the spaxels with data: each PCA
+    channel's RMS; for the luminosity a faint spaxel's value (10th percentile), so that asinh(L / it) behaves
+    like log L over the galaxy, and the RMS of that."""
     occupied = (maps != 0).any(axis=1)  # [N, S, S]
     values = np.moveaxis(maps, 1, -1)[occupied].astype(np.float64)  # [n_spaxels, C]
-    if len(values) == 0:
-        raise ValueError("cube maps are empty: no spaxel has data")
-    scale = np.sqrt(np.mean(values[:, :-1] ** 2, axis=0))
     luminous = values[:, -1][values[:, -1] > 0]
-    faint = np.percentile(luminous, 10) if luminous.size else 1.0
-    return np.append(scale, faint).clip(1e-6).astype(np.float32)
+    if luminous.size == 0:
+        raise ValueError("cube maps are empty: no spaxel has data")
+    faint = np.percentile(luminous, 10)
+    scale = np.append(np.sqrt(np.mean(values[:, :-1] ** 2, axis=0)), faint).clip(1e-6).astype(np.float32)
+    return scale, float(np.sqrt(np.mean(np.arcsinh(luminous / faint) ** 2)))
 
 
-def _check_maps(maps: np.ndarray, what: str) -> None:
+def _check_maps(maps: np.ndarray, what: str, noise: np.ndarray | None = None) -> None:
     if maps.ndim != 4 or maps.shape[-1] != maps.shape[-2]:
         raise ValueError(f"{what} must be [N, C, S, S], got shape {maps.shape}")
     if not np.isfinite(maps).all():
         raise ValueError(f"{what} contain NaN or inf")
+    if noise is not None and noise.shape != (maps.shape[0], *maps.shape[2:]):
+        raise ValueError(f"noise of the {what} must be [N, S, S] = {(maps.shape[0], *maps.shape[2:])}, "
+                         f"got {noise.shape}")

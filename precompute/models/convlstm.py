@@ -99,32 +99,35 @@ class LineCubeAutoencoder(nn.Module):
 class EmissionLineAnomaly:
     """Fit the ConvLSTM autoencoder on emission-line cubes; score galaxies by their reconstruction error.
 
-    Cubes ``[N, n_lines, n_bins, S, S]`` are continuum-subtracted line fluxes (units of the normalised
-    continuum); ``good`` marks the voxels with data. Fluxes enter through asinh(x / ``scale_``) so that strong
-    and faint lines both count; errors are measured in that space over good voxels only.
-    Fitted state: ``network_``, ``scale_``, ``history_`` (loss per epoch).
+    Cubes ``[N, n_lines, n_bins, S, S]`` hold continuum-subtracted line fluxes, ``sigma`` their 1σ and ``good``
+    the voxels with data. The network sees each voxel's signal-to-noise through asinh(S/N / ``snr_softening``):
+    noise has the same spread in every galaxy, so a shallow observation does not look unusual, and bright lines
+    are compressed logarithmically. The anomaly score is the mean absolute reconstruction error over the voxels
+    where the data or the reconstruction show a detection (|S/N| ≥ ``detection_snr``): voxels of pure noise say
+    nothing about the galaxy and would only dilute an unusual nucleus or companion.
+    Fitted state: ``network_``, ``history_`` (training loss per epoch).
     """
 
-    def __init__(self, latent_dim: int = 16, hidden: int = 16, epochs: int = 20, batch_size: int = 16,
-                 learning_rate: float = 2e-3, seed: int = 0, device: str = "cpu", progress: bool = True):
+    def __init__(self, latent_dim: int = 16, hidden: int = 16, epochs: int = 30, batch_size: int = 16,
+                 learning_rate: float = 2e-3, snr_softening: float = 3.0, detection_snr: float = 3.0,
+                 seed: int = 0, device: str = "cpu", progress: bool = True):
         self.latent_dim, self.hidden, self.epochs, self.batch_size = latent_dim, hidden, epochs, batch_size
-        self.learning_rate, self.seed, self.device, self.progress = learning_rate, seed, device, progress
+        self.learning_rate, self.snr_softening, self.detection_snr = learning_rate, snr_softening, detection_snr
+        self.seed, self.device, self.progress = seed, device, progress
 
-    def _scaled(self, cubes: np.ndarray, good: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.where(good, np.arcsinh(cubes / self.scale_), 0.0), dtype=torch.float32)
+    def scaled(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """The network's view of the cubes: asinh(S/N / snr_softening), 0 where there is no data."""
+        _check_cubes(cubes, sigma, good)
+        snr = np.divide(cubes, sigma, out=np.zeros(cubes.shape, np.float32), where=good & (sigma > 0))
+        return np.arcsinh(snr / self.snr_softening).astype(np.float32)
 
-    def fit(self, cubes: np.ndarray, good: np.ndarray) -> "EmissionLineAnomaly":
-        _check_cubes(cubes, good)
-        strong = np.abs(cubes[good])
-        # Scale: a typical line peak, so asinh is linear for faint lines and logarithmic for strong ones
-        self.scale_ = float(np.percentile(strong, 95)) if strong.size else 1.0
-        self.scale_ = self.scale_ if self.scale_ > 0 else 1.0
+    def fit(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> "EmissionLineAnomaly":
+        x, mask = torch.as_tensor(self.scaled(cubes, sigma, good)), torch.as_tensor(good)
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         n, n_lines, n_bins, size, _ = cubes.shape
         network = LineCubeAutoencoder(n_lines, n_bins, size, self.hidden, self.latent_dim).to(self.device)
         optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-        x, mask = self._scaled(cubes, good), torch.as_tensor(good)
         self.history_ = []
         for _ in tqdm(range(self.epochs), desc="anomaly autoencoder", disable=not self.progress, leave=False):
             network.train()
@@ -142,41 +145,44 @@ class EmissionLineAnomaly:
         self.network_ = network.eval()
         return self
 
-    def _run(self, cubes: np.ndarray, good: np.ndarray, batch_size: int = 64):
-        _check_cubes(cubes, good)
-        x = self._scaled(cubes, good)
+    def _run(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray, batch_size: int = 64):
+        """Yield (scaled input, reconstruction, latent) numpy batches."""
+        x = torch.as_tensor(self.scaled(cubes, sigma, good))
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
-                batch = x[start:start + batch_size].to(self.device)
-                reconstruction, latent = self.network_(batch)
-                yield batch.cpu(), reconstruction.cpu(), latent.cpu()
+                batch = x[start:start + batch_size]
+                reconstruction, latent = self.network_(batch.to(self.device))
+                yield batch.numpy(), reconstruction.cpu().numpy(), latent.cpu().numpy()
 
-    def transform(self, cubes: np.ndarray, good: np.ndarray) -> np.ndarray:
+    def transform(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> np.ndarray:
         """Latent vector of each galaxy, float32 ``[N, latent_dim]``."""
-        return np.concatenate([latent.numpy() for _, _, latent in self._run(cubes, good)]).astype(np.float32)
+        return np.concatenate([latent for _, _, latent in self._run(cubes, sigma, good)]).astype(np.float32)
 
-    def residuals(self, cubes: np.ndarray, good: np.ndarray) -> dict[str, np.ndarray]:
-        """Mean absolute reconstruction error over good voxels: ``score`` ``[N]`` (the anomaly score),
-        ``line`` ``[N, n_lines]`` (per line) and ``spaxel`` ``[N, S, S]`` (per spaxel, NaN without data)."""
-        errors = [(r - b).abs().numpy() for b, r, _ in self._run(cubes, good)]
-        error = np.where(good, np.concatenate(errors), 0.0)
-        count = good.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return {
-                "score": (error.sum(axis=(1, 2, 3, 4)) / count.sum(axis=(1, 2, 3, 4))).astype(np.float32),
-                "line": (error.sum(axis=(2, 3, 4)) / count.sum(axis=(2, 3, 4))).astype(np.float32),
-                "spaxel": (error.sum(axis=(1, 2)) / count.sum(axis=(1, 2))).astype(np.float32),
-            }
+    def residuals(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> dict[str, np.ndarray]:
+        """Mean absolute reconstruction error over the detected voxels (see the class): ``score`` ``[N]`` (the
+        anomaly score, 0 for a galaxy without any detection), ``line`` ``[N, n_lines]`` and ``spaxel``
+        ``[N, S, S]`` (NaN where nothing is detected): which line and where make a galaxy unusual."""
+        detected = np.arcsinh(self.detection_snr / self.snr_softening)
+        scores, lines, spaxels = [], [], []
+        for start, (x, reconstruction, _) in zip(range(0, len(cubes), 64), self._run(cubes, sigma, good)):
+            used = good[start:start + len(x)] & ((np.abs(x) >= detected) | (np.abs(reconstruction) >= detected))
+            error = np.where(used, np.abs(reconstruction - x), 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scores.append(error.sum(axis=(1, 2, 3, 4)) / np.maximum(used.sum(axis=(1, 2, 3, 4)), 1))
+                lines.append(error.sum(axis=(2, 3, 4)) / used.sum(axis=(2, 3, 4)))
+                spaxels.append(error.sum(axis=(1, 2)) / used.sum(axis=(1, 2)))
+        return {"score": np.concatenate(scores).astype(np.float32), "line": np.concatenate(lines).astype(np.float32),
+                "spaxel": np.concatenate(spaxels).astype(np.float32)}
 
     def state(self) -> dict:
-        return {"network": self.network_.config, "state_dict": self.network_.state_dict(), "scale": self.scale_,
-                "history": self.history_}
+        return {"network": self.network_.config, "state_dict": self.network_.state_dict(),
+                "snr_softening": self.snr_softening, "detection_snr": self.detection_snr, "history": self.history_}
 
 
-def _check_cubes(cubes: np.ndarray, good: np.ndarray) -> None:
+def _check_cubes(cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> None:
     if cubes.ndim != 5 or cubes.shape[-1] != cubes.shape[-2]:
         raise ValueError(f"emission-line cubes must be [N, n_lines, n_bins, S, S], got shape {cubes.shape}")
-    if good.shape != cubes.shape:
-        raise ValueError(f"good-voxel mask shape {good.shape} differs from cube shape {cubes.shape}")
-    if not np.isfinite(cubes[good]).all():
+    if sigma.shape != cubes.shape or good.shape != cubes.shape:
+        raise ValueError(f"sigma {sigma.shape} and good-voxel mask {good.shape} must have the cube shape {cubes.shape}")
+    if not (np.isfinite(cubes[good]).all() and np.isfinite(sigma[good]).all()):
         raise ValueError("emission-line cubes contain NaN or inf in good voxels")
