@@ -16,7 +16,6 @@ import panel as pn
 
 from explorer.colours import as_categories
 from precompute.bundle import Bundle, BundleError
-from precompute.synthetic_bundle import register_schema_sections
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "data" / "bundles" / "demo"
 BUNDLE_ENV = "GALAXY_EXPLORER_BUNDLE"
@@ -83,7 +82,6 @@ class ExplorerData:
     """Read-only view of a bundle with the indexes the linked views need (galaxy ↔ spectra ↔ SOM nodes)."""
 
     def __init__(self, path: str | os.PathLike):
-        register_schema_sections()
         self.bundle = Bundle(path)
         self.path = self.bundle.path
         galaxies = self.bundle.galaxies.reset_index(drop=True)

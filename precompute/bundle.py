@@ -30,7 +30,6 @@ CORE_FILES = (
     "spaxel_bins.npz",
     "images/gri.npy",
 )
-SECTION_FILES: dict[str, tuple[str, ...]] = {}
 # Files of each embedding named in embeddings/index.json (section `embeddings`).
 EMBEDDING_FILES = ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
                    "property_correlation.parquet")
@@ -38,6 +37,22 @@ EMBEDDING_FILES = ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "cl
 
 def embedding_files(name: str) -> tuple[str, ...]:
     return tuple(f"embeddings/{name}/{f}" for f in EMBEDDING_FILES)
+
+
+SECTION_FILES: dict[str, tuple[str, ...]] = {
+    "desom1": ("desom1/grid.json", "desom1/model.pt", "desom1/prototypes_latent.npy", "desom1/prototype_spectra.npy",
+               "desom1/member_spectra.npy", "desom1/hits.npy", "desom1/umatrix.npy", "desom1/node_properties.parquet",
+               "desom1/node_histograms.npz"),
+    "fingerprints": ("fingerprints/counts.npy", "fingerprints/fingerprints.npy", "fingerprints/node_scale.npy"),
+    # desom2/model.pt exists only for the DESOM backend (a MiniSom map is its prototypes).
+    "desom2": ("desom2/grid.json", "desom2/prototypes.npy", "desom2/hits.npy", "desom2/umatrix.npy"),
+    "embeddings": ("embeddings/index.json",),  # plus the files of every embedding the index names
+    "contrastive": (*embedding_files("contrastive"), "contrastive/model.pt", "contrastive/pca.npz"),
+    "anomaly": (*embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json", "anomaly/line_residuals.npy",
+                "anomaly/spaxel_residuals.npy"),
+    "image_vae": (*embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
+                  "image_vae/property_correlation.parquet"),
+}
 
 
 class BundleError(RuntimeError):
@@ -51,7 +66,7 @@ def config_hash(config: dict) -> str:
 
 
 def register_section(name: str, files: tuple[str, ...]) -> None:
-    """Later pipeline stages declare the files of their section here, next to the code that writes them."""
+    """Declare a new section's files (extensions of the schema; the documented sections are listed above)."""
     SECTION_FILES[name] = tuple(files)
 
 

@@ -17,21 +17,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from precompute.bundle import BundleWriter, embedding_files, register_section
+from precompute.bundle import BundleWriter
 
 
 # `embeddings` holds what every embedding has (the dashboard's UMAP and similarity views); each model adds its
 # own section. The fingerprint embedding's files are listed in embeddings/index.json when it is present.
-SECTIONS = {
-    "embeddings": ("embeddings/index.json",),  # each listed embedding's files are checked through index.json
-    "contrastive": (*embedding_files("contrastive"), "contrastive/model.pt", "contrastive/pca.npz"),
-    "anomaly": (*embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json", "anomaly/line_residuals.npy",
-                "anomaly/spaxel_residuals.npy"),
-    "image_vae": (*embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
-                  "image_vae/property_correlation.parquet"),
-}
-for _name, _files in SECTIONS.items():
-    register_section(_name, _files)
+SECTIONS = ("embeddings", "contrastive", "anomaly", "image_vae")  # files: precompute.bundle.SECTION_FILES
 
 RARE_KINDS = ("agn", "disturbed", "extreme_emission")  # mock truth flags the anomaly score should find
 

@@ -15,21 +15,12 @@ import pandas as pd
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
-from precompute.bundle import BundleWriter, register_section
+from precompute.bundle import BundleWriter
 from precompute.fingerprints import fingerprint_counts, node_scale, normalise_fingerprints
 from precompute.models.autoencoder import fingerprint_autoencoder, spectrum_autoencoder
 from precompute.models.desom import DESOM
 from precompute.models.som import SOM, adjacency, grid_coordinates
 
-register_section("desom1", (
-    "desom1/grid.json", "desom1/model.pt", "desom1/prototypes_latent.npy", "desom1/prototype_spectra.npy",
-    "desom1/member_spectra.npy", "desom1/hits.npy", "desom1/umatrix.npy", "desom1/node_properties.parquet",
-    "desom1/node_histograms.npz",
-))
-register_section("fingerprints", ("fingerprints/counts.npy", "fingerprints/fingerprints.npy",
-                                  "fingerprints/node_scale.npy"))
-# desom2/model.pt exists only for the DESOM backend (the MiniSom map is its prototypes).
-register_section("desom2", ("desom2/grid.json", "desom2/prototypes.npy", "desom2/hits.npy", "desom2/umatrix.npy"))
 
 # Bin columns that are bookkeeping, not properties of the spectrum.
 NOT_PROPERTIES = {"galaxy_index", "bin_id", "desom1_node", "desom1_qe", "desom2_node"}

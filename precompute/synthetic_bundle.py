@@ -18,50 +18,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from precompute.bundle import SECTION_FILES, BundleWriter, embedding_files, register_section
+from precompute.bundle import BundleWriter
 from precompute.config import load_config
 from precompute.fingerprints import fingerprint_counts, node_scale, normalise_fingerprints
 
-# Files of each optional section, as docs/bundle-schema.md and the modules that build them declare them
-# (precompute.spectral_maps, precompute.embeddings register these when imported). Readers that must not import
-# those modules (the dashboard: no torch) call register_schema_sections() so that Bundle() can check the files.
-
-
-SCHEMA_SECTIONS: dict[str, tuple[str, ...]] = {
-    "desom1": (
-        "desom1/grid.json",
-        "desom1/model.pt",
-        "desom1/prototypes_latent.npy",
-        "desom1/prototype_spectra.npy",
-        "desom1/member_spectra.npy",
-        "desom1/hits.npy",
-        "desom1/umatrix.npy",
-        "desom1/node_properties.parquet",
-        "desom1/node_histograms.npz",
-    ),
-    "fingerprints": ("fingerprints/counts.npy", "fingerprints/fingerprints.npy", "fingerprints/node_scale.npy"),
-    "desom2": ("desom2/grid.json", "desom2/prototypes.npy", "desom2/hits.npy", "desom2/umatrix.npy"),
-    "embeddings": ("embeddings/index.json",),
-    # model sections the synthetic bundle does not write, listed so that real bundles can be read
-    "contrastive": (*embedding_files("contrastive"), "contrastive/model.pt", "contrastive/pca.npz"),
-    "anomaly": (*embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json",
-                "anomaly/line_residuals.npy", "anomaly/spaxel_residuals.npy"),
-    "image_vae": (*embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
-                  "image_vae/property_correlation.parquet"),
-}
 ALL_SECTIONS = ("desom1", "fingerprints", "desom2", "embeddings")  # the sections written here
 GALAXY_PREFIX = "galaxy."  # galaxy properties joined to the bins are named galaxy.<column> (as spectral_maps)
 
 MORPHOLOGIES = ("E", "S0", "Sa", "Sb", "Sc", "Sd", "Irr", "BCD")
 BIN_TRUTH = ("log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "av", "velocity_kms", "sigma_kms")
 N_HIST = 24
-
-
-def register_schema_sections() -> None:
-    """Declare the documented section files unless the building modules already did."""
-    for name, files in SCHEMA_SECTIONS.items():
-        if name not in SECTION_FILES:
-            register_section(name, files)
 
 
 def write_synthetic_bundle(
@@ -91,7 +57,6 @@ def write_synthetic_bundle(
         raise ValueError("the desom2 section needs the fingerprints section")
     if n_galaxies < 4:
         raise ValueError(f"n_galaxies={n_galaxies}: need at least 4 galaxies")
-    register_schema_sections()
     rng = np.random.default_rng(seed)
     config = load_config(
         seed=seed,

@@ -135,20 +135,6 @@ def test_bundle_without_optional_sections(tmp_path):
     assert len(state.selected_spectra) == int(data.galaxies["n_bins"].iloc[:2].sum())
 
 
-def test_schema_sections_match_the_builders():
-    """The dashboard's copy of the section file lists must equal what the building modules register."""
-    import subprocess
-    import sys
-
-    code = ("from precompute.synthetic_bundle import SCHEMA_SECTIONS\n"
-            "import precompute.spectral_maps, precompute.embeddings\n"
-            "from precompute.bundle import SECTION_FILES\n"
-            "bad = {k: (v, SECTION_FILES.get(k)) for k, v in SCHEMA_SECTIONS.items() if SECTION_FILES.get(k) != v}\n"
-            "assert not bad, bad\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-
-
 def test_dashboard_does_not_import_torch():
     import subprocess
     import sys
