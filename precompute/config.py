@@ -82,7 +82,7 @@ DEFAULT_CONFIG: dict = {
             "snr_range": [1.0, 10.0], "p_noise": 0.8, "blur_sigma": 1.0, "p_blur": 0.3,
             "resize_kernels": [2, 5], "p_resize": 0.3, "max_shift": 3,
             "p_stars": 0.3, "max_stars": 3, "star_radius": [1.0, 2.5], "sky_sigma": 0.1,
-            "luminosity_dex": 0.3,  # distance / flux-calibration uncertainty: organise by spectra, not brightness
+            "luminosity_dex": 0.5,  # distance / flux-calibration uncertainty: organise by spectra, not brightness
         },
     },
     "anomaly": {  # seed 003: ConvLSTM autoencoder on emission-line cubes
