@@ -54,7 +54,7 @@ DEFAULT_CONFIG: dict = {
         "sigma_start": None,
         "sigma_end": 1.0,
         "pretrain_epochs": 20,
-        "epochs": 60,
+        "epochs": 30,
         "patience": 10,
         "validation_fraction": 0.1,
         "batch_size": 16,  # a survey has only hundreds of galaxies: small batches give enough steps
@@ -72,7 +72,7 @@ DEFAULT_CONFIG: dict = {
         "channels": [32, 64, 256],  # conv blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool)
         "projection_dim": 128,
         "temperature": 0.5,
-        "epochs": 60,
+        "epochs": 30,
         "patience": 5,  # early stopping on the validation NT-Xent loss
         "passes_per_epoch": 3,  # each epoch sees every training galaxy this often, in new augmentations
         "batch_size": 64,
