@@ -82,14 +82,6 @@ def compare(bundle: Bundle, query_a: str, query_b: str, embedding: str = "contra
     return {**result, "embedding": embedding, "k": k, "twins": twin, "a": query_a, "b": query_b}
 
 
-def open_bundle(path) -> Bundle:
-    """Open a built bundle; its sections are declared by the modules that write them, so import those first."""
-    import precompute.embeddings  # noqa: F401
-    import precompute.spectral_maps  # noqa: F401
-
-    return Bundle(path)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m precompute compare", description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True, help="bundle folder")
@@ -101,7 +93,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--k", type=int, default=10, help="use the distance to the k-th neighbour (default 10)")
     args = parser.parse_args(argv)
     try:
-        result = compare(open_bundle(args.bundle), args.a, args.b, args.embedding, args.twins, args.k)
+        result = compare(Bundle(args.bundle), args.a, args.b, args.embedding, args.twins, args.k)
     except (BundleError, ValueError) as err:
         print(f"compare: {err}", file=sys.stderr)
         return 1

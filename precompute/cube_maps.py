@@ -15,11 +15,12 @@ than the grid is first binned by the smallest integer factor that makes it fit (
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
+
+from precompute.prepare import masked_median
 
 # Vacuum rest wavelengths (Å) of the emission lines of the anomaly cubes (MaNGA DAP line list).
 EMISSION_LINES = {
@@ -35,13 +36,11 @@ MIN_GOOD_FRACTION = 0.5  # spectra with fewer good pixels are treated as empty s
 
 
 def spaxel_snr(flux: np.ndarray, ivar: np.ndarray, wave: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """Median S/N per pixel (flux·√ivar over good pixels in ``window``) of spectra ``[..., n_wave]``; 0 if none."""
+    """Median S/N per pixel (flux·√ivar over good pixels in ``window``) of spectra ``[n, n_wave]``; 0 if none."""
     inside = (wave >= window[0]) & (wave <= window[1])
-    snr = np.where(ivar[..., inside] > 0, flux[..., inside] * np.sqrt(ivar[..., inside]), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # spectra with no good pixel in the window: NaN -> 0
-        out = np.nanmedian(snr, axis=-1) if snr.size else np.zeros(snr.shape[:-1])
-    return np.nan_to_num(out, nan=0.0)
+    good = ivar[:, inside] > 0
+    snr = masked_median(flux[:, inside] * np.sqrt(np.where(good, ivar[:, inside], 0.0)), good)
+    return np.nan_to_num(snr, nan=0.0)
 
 
 def spaxel_luminosity(galaxy) -> np.ndarray:
@@ -52,14 +51,11 @@ def spaxel_luminosity(galaxy) -> np.ndarray:
     """
     from astropy.cosmology import Planck18
 
-    norm = getattr(galaxy, "spaxel_norm", None)
-    if norm is None:
-        raise ValueError(f"{galaxy.galaxy_id}: prepared galaxy has no spaxel_norm (mean flux of each spaxel in the "
-                         "normalisation window), needed for the luminosity map")
     z = float(galaxy.row.get("redshift", np.nan))
     if not np.isfinite(z) or z <= 0:
         raise ValueError(f"{galaxy.galaxy_id}: redshift {z} gives no luminosity distance")
     distance_cm = Planck18.luminosity_distance(z).to("cm").value
+    norm = galaxy.spaxel_norm
     return np.where(norm > 0, norm * FLUX_UNIT * 4 * np.pi * distance_cm**2, 0.0)
 
 

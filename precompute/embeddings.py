@@ -29,10 +29,11 @@ RARE_KINDS = ("agn", "disturbed", "extreme_emission")  # mock truth flags the an
 
 def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: list, config: dict,
                      fingerprints: np.ndarray | None = None) -> pd.DataFrame:
-    """Train the embedding models, project every embedding and write the ``embeddings``, ``anomaly`` and
-    ``image_vae`` sections. ``prepared`` are the PreparedGalaxy objects in the row order of ``galaxies``;
-    ``fingerprints`` ``[n_galaxies, rows, cols]`` from the spectral-maps stage (or None).
-    Returns ``galaxies`` with ``anomaly_score`` added."""
+    """Train the models named in ``config["embedding_models"]`` (``contrastive``, ``anomaly``, ``image_vae``),
+    project every embedding (those and the fingerprints) and write the ``embeddings`` section and one section per
+    model. ``prepared`` are the PreparedGalaxy objects in the row order of ``galaxies``; ``fingerprints``
+    ``[n_galaxies, rows, cols]`` from the spectral-maps stage (or None).
+    Returns ``galaxies``, with ``anomaly_score`` added when the anomaly model ran."""
     from precompute.build import resolve_device
     from precompute.prepare import rest_frame_grid
 

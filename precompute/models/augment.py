@@ -153,10 +153,11 @@ def foreground_stars(x: torch.Tensor, n_stars: torch.Tensor, radius: tuple[float
     weights = occupied.float() + 1e-12 * (~occupied.any(dim=1, keepdim=True))
     centres = torch.multinomial(weights, most, replacement=True, generator=generator)  # [B, most]
     r = radius[0] + (radius[1] - radius[0]) * torch.rand(b, most, generator=generator)
-    r[torch.arange(most).view(1, -1) >= n_stars.view(-1, 1)] = -1.0  # unused star slots mask nothing
+    used = (torch.arange(most).view(1, -1) < n_stars.view(-1, 1)).view(b, most, 1, 1)  # galaxy i has n_stars[i]
     yy, xx = torch.arange(h).view(1, 1, h, 1), torch.arange(w).view(1, 1, 1, w)
     cy, cx = (centres // w).view(b, most, 1, 1), (centres % w).view(b, most, 1, 1)
-    masked = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r.view(b, most, 1, 1) ** 2).any(dim=1, keepdim=True)
+    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r.view(b, most, 1, 1) ** 2
+    masked = (inside & used).any(dim=1, keepdim=True)
     sky = sky_sigma * torch.randn(x.shape, generator=generator)
     sky[:, -2] = 0.0
     sky[:, -1] = sky_sigma**2

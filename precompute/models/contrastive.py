@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 
 from precompute.models.augment import CubeAugmenter, rotate_flip
 
+VALIDATION_PAIRS = 4  # augmented pairs of each validation galaxy in the early-stopping loss
+
 
 class CubeEncoder(nn.Module):
     """CNN in the spirit of seed 000 Table A.1: conv blocks (3×3 conv, batch norm, ReLU, 2×2 max-pool),
@@ -81,7 +83,7 @@ class ContrastiveEmbedding:
     An epoch shows every training galaxy ``passes_per_epoch`` times, each time in new augmented views (a few
     passes per epoch let the small training sets of IFU surveys converge before early stopping looks at the
     validation loss). Early stopping: training stops when the NT-Xent loss on the validation galaxies (fixed
-    augmentations) has not improved for ``patience`` epochs, and the best weights are restored. Fitted state: ``network_``,
+    augmentations, smoothed over epochs) has not improved for ``patience`` epochs; the best weights are restored. Fitted state: ``network_``,
     ``history_`` (per-epoch train / val loss), ``best_epoch_``, ``n_parameters_``.
     """
 
@@ -122,14 +124,16 @@ class ContrastiveEmbedding:
             _check_maps(val_maps, "validation maps", val_noise)
             val = torch.as_tensor(val_maps, dtype=torch.float32), torch.as_tensor(val_noise, dtype=torch.float32)
 
-        self.history_, best_loss, best_state, since_best = [], math.inf, None, 0
+        self.history_, best_loss, best_state, since_best, monitored = [], math.inf, None, 0, None
         epochs = tqdm(range(self.epochs), desc="contrastive", disable=not self.progress, leave=False)
         for epoch in epochs:
             network.train()
-            order = torch.cat([torch.randperm(n, generator=generator) for _ in range(self.passes_per_epoch)])
+            # Batches within each pass, so a batch never holds the same galaxy twice (its views would be negatives)
+            batches = [order[start:start + self.batch_size] for order in
+                       (torch.randperm(n, generator=generator) for _ in range(self.passes_per_epoch))
+                       for start in range(0, n, self.batch_size)]
             losses = []
-            for start in range(0, len(order), self.batch_size):
-                index = order[start:start + self.batch_size]
+            for index in batches:
                 if len(index) < 2:  # NT-Xent needs a negative
                     continue
                 views = [augmenter(train[0][index], train[1][index], generator).to(self.device) for _ in range(2)]
@@ -142,7 +146,10 @@ class ContrastiveEmbedding:
             if val is not None:
                 record["val_loss"] = self._validation_loss(network, val, augmenter)
             self.history_.append(record)
-            monitored = record.get("val_loss", record["train_loss"])
+            loss = record.get("val_loss", record["train_loss"])
+            # Smoothed (exponential moving average, weight 1/2): a few dozen validation galaxies give a loss that
+            # jitters from epoch to epoch while still falling, and raw patience would stop at the first jitter.
+            monitored = loss if monitored is None else 0.5 * (monitored + loss)
             epochs.set_postfix(loss=f"{monitored:.3f}")
             if monitored < best_loss - 1e-4:
                 best_loss, best_state, since_best, self.best_epoch_ = monitored, copy.deepcopy(network.state_dict()), 0, epoch
@@ -157,17 +164,19 @@ class ContrastiveEmbedding:
 
     def _validation_loss(self, network: CubeEncoder, val: tuple[torch.Tensor, torch.Tensor],
                          augmenter: CubeAugmenter) -> float:
-        # The same augmentations every epoch, so the loss changes only because the network does.
+        # The same augmentations every epoch, so the loss changes only because the network does; several pairs
+        # per galaxy, because a validation split of a few dozen galaxies gives a noisy loss from one pair.
         generator = torch.Generator().manual_seed(self.seed + 1)
         network.eval()
         with torch.no_grad():
             losses = []
-            for start in range(0, len(val[0]), self.batch_size):
-                maps, noise = (v[start:start + self.batch_size] for v in val)
-                if len(maps) < 2:
-                    continue
-                views = [augmenter(maps, noise, generator).to(self.device) for _ in range(2)]
-                losses.append(nt_xent(network(views[0]), network(views[1]), self.temperature).item())
+            for _ in range(VALIDATION_PAIRS):
+                for start in range(0, len(val[0]), self.batch_size):
+                    maps, noise = (v[start:start + self.batch_size] for v in val)
+                    if len(maps) < 2:
+                        continue
+                    views = [augmenter(maps, noise, generator).to(self.device) for _ in range(2)]
+                    losses.append(nt_xent(network(views[0]), network(views[1]), self.temperature).item())
         return float(np.mean(losses))
 
     def transform(self, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:
