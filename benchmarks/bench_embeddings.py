@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="JSON file overriding precompute/config.py defaults")
     args = parser.parse_args(argv)
     config = load_config(args.config, seed=args.seed, device=resolve_device(args.device),
-                         mock={"galaxies": args.galaxies}, embedding_models=["contrastive", "anomaly", "image_vae"])
+                         mock={"galaxies": args.galaxies})
 
     start = time.perf_counter()
     prepared, skipped = collect(prepare_mock(args.galaxies, args.seed, config["mock"]["format"], config))

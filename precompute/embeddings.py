@@ -103,7 +103,7 @@ def _contrastive(writer, galaxies, prepared, wave, config, device) -> np.ndarray
     model = ContrastiveEmbedding(
         cfg["n_features"], cfg["channels"], cfg["projection_dim"], cfg["temperature"], cfg["epochs"],
         cfg["patience"], cfg["passes_per_epoch"], cfg["batch_size"], cfg["learning_rate"], cfg["weight_decay"],
-        cfg["augment"], seed, device,
+        cfg["ema_decay"], cfg["augment"], seed, device,
     ).fit(maps[train], noise[train], maps[~train], noise[~train])
     vectors = model.transform(maps)
     seconds = time.perf_counter() - start

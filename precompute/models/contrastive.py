@@ -25,9 +25,10 @@ class CubeEncoder(nn.Module):
     """CNN in the spirit of seed 000 Table A.1: conv blocks (3×3 conv, batch norm, ReLU, 2×2 max-pool),
     flatten, dense ``n_features`` representation, then a 2-layer projection head for the loss.
 
-    The input layer rescales raw maps so every channel has a spread of ~1 over the training spaxels: PCA
-    channels by their RMS, the luminosity (which spans decades) through asinh(L / a faint spaxel's L), then by
-    the RMS of that. Empty spaxels stay 0.
+    The input layer rescales raw maps to a spread of ~1 over the training spaxels: the PCA channels together by
+    the RMS of all their coefficients (so their relative sizes, the spectral differences, are kept), the
+    luminosity (which spans decades) through asinh(L / a faint spaxel's L), then by the RMS of that. Empty
+    spaxels stay 0.
     """
 
     def __init__(self, n_channels: int, map_size: int, channels: tuple[int, ...] = (32, 64, 256),
@@ -35,7 +36,7 @@ class CubeEncoder(nn.Module):
         super().__init__()
         self.config = {"n_channels": n_channels, "map_size": map_size, "channels": tuple(channels),
                        "n_features": n_features, "projection_dim": projection_dim}
-        self.register_buffer("channel_scale", torch.ones(n_channels))  # PCA RMS ..., faint-spaxel luminosity
+        self.register_buffer("channel_scale", torch.ones(n_channels))  # PCA RMS (shared), faint-spaxel luminosity
         self.register_buffer("luminosity_spread", torch.ones(()))  # RMS of asinh(L / faint L)
         blocks, c_in = [], n_channels
         for c_out in channels:
@@ -82,20 +83,21 @@ class ContrastiveEmbedding:
 
     An epoch shows every training galaxy ``passes_per_epoch`` times, each time in new augmented views (a few
     passes per epoch let the small training sets of IFU surveys converge before early stopping looks at the
-    validation loss). Early stopping: training stops when the NT-Xent loss on the validation galaxies (fixed
-    augmentations, smoothed over epochs) has not improved for ``patience`` epochs; the best weights are restored. Fitted state: ``network_``,
-    ``history_`` (per-epoch train / val loss), ``best_epoch_``, ``n_parameters_``.
+    validation loss). The network kept is the exponential moving average of the trained weights (``ema_decay`` per
+    step). Early stopping: training stops when the NT-Xent loss of that average on the validation galaxies (fixed
+    augmentations, smoothed over epochs) has not improved for ``patience`` epochs; the best weights are restored.
+    Fitted state: ``network_``, ``history_`` (per-epoch train / val loss), ``best_epoch_``, ``n_parameters_``.
     """
 
     def __init__(self, n_features: int = 512, channels: tuple[int, ...] = (32, 64, 256), projection_dim: int = 128,
                  temperature: float = 0.5, epochs: int = 60, patience: int = 5, passes_per_epoch: int = 3,
                  batch_size: int = 64,
-                 learning_rate: float = 1e-3, weight_decay: float = 1e-5, augment: dict | None = None,
-                 seed: int = 0, device: str = "cpu", progress: bool = True):
+                 learning_rate: float = 1e-3, weight_decay: float = 1e-5, ema_decay: float = 0.98,
+                 augment: dict | None = None, seed: int = 0, device: str = "cpu", progress: bool = True):
         self.n_features, self.channels, self.projection_dim = n_features, tuple(channels), projection_dim
         self.temperature, self.epochs, self.patience, self.batch_size = temperature, epochs, patience, batch_size
         self.passes_per_epoch = passes_per_epoch
-        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.learning_rate, self.weight_decay, self.ema_decay = learning_rate, weight_decay, ema_decay
         self.augment = dict(augment or {})
         self.seed, self.device, self.progress = seed, device, progress
 
@@ -117,6 +119,11 @@ class ContrastiveEmbedding:
         network.luminosity_spread.fill_(spread)
         network.to(self.device)
         optimiser = torch.optim.AdamW(network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        # The kept network is an exponential moving average of the trained weights (and batch-norm statistics), as
+        # MoCo's and BYOL's momentum encoders: once the NT-Xent loss of a few hundred galaxies saturates, each step
+        # moves the representation at random, and the average settles where the raw weights only wander.
+        average = torch.optim.swa_utils.AveragedModel(
+            network, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
         augmenter = self.augmenter
         train = torch.as_tensor(maps, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32)
         val = None
@@ -141,10 +148,11 @@ class ContrastiveEmbedding:
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                average.update_parameters(network)
                 losses.append(loss.item())
             record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
             if val is not None:
-                record["val_loss"] = self._validation_loss(network, val, augmenter)
+                record["val_loss"] = self._validation_loss(average.module, val, augmenter)
             self.history_.append(record)
             loss = record.get("val_loss", record["train_loss"])
             # Smoothed (exponential moving average, weight 1/2): a few dozen validation galaxies give a loss that
@@ -152,7 +160,7 @@ class ContrastiveEmbedding:
             monitored = loss if monitored is None else 0.5 * (monitored + loss)
             epochs.set_postfix(loss=f"{monitored:.3f}")
             if monitored < best_loss - 1e-4:
-                best_loss, best_state, since_best, self.best_epoch_ = monitored, copy.deepcopy(network.state_dict()), 0, epoch
+                best_loss, best_state, since_best, self.best_epoch_ = monitored, copy.deepcopy(average.module.state_dict()), 0, epoch
             else:
                 since_best += 1
                 if since_best >= self.patience:
@@ -214,16 +222,20 @@ def retrieval_accuracy(reference: np.ndarray, queries: np.ndarray, targets: np.n
 
 
 def _input_scales(maps: np.ndarray) -> tuple[np.ndarray, float]:
-    """(channel scales, luminosity spread) of ``CubeEncoder.scale_input``, from the spaxels with data: each PCA
-    channel's RMS; for the luminosity a faint spaxel's value (10th percentile), so that asinh(L / it) behaves
-    like log L over the galaxy, and the RMS of that."""
+    """(channel scales, luminosity spread) of ``CubeEncoder.scale_input``, from the spaxels with data. The PCA
+    channels share one scale, the RMS of all their coefficients: they are in the same units (normalised flux), so
+    the leading components, which carry most of the spectral differences, keep their weight and the trailing,
+    noise-dominated ones stay small (scaling each to unit RMS would let noise weigh as much as the 4000 Å break).
+    For the luminosity, a faint spaxel's value (10th percentile), so that asinh(L / it) behaves like log L over the
+    galaxy, and the RMS of that."""
     occupied = (maps != 0).any(axis=1)  # [N, S, S]
     values = np.moveaxis(maps, 1, -1)[occupied].astype(np.float64)  # [n_spaxels, C]
     luminous = values[:, -1][values[:, -1] > 0]
     if luminous.size == 0:
         raise ValueError("cube maps are empty: no spaxel has data")
     faint = np.percentile(luminous, 10)
-    scale = np.append(np.sqrt(np.mean(values[:, :-1] ** 2, axis=0)), faint).clip(1e-6).astype(np.float32)
+    pca_rms = np.sqrt(np.mean(values[:, :-1] ** 2))
+    scale = np.append(np.full(values.shape[1] - 1, pca_rms), faint).clip(1e-6).astype(np.float32)
     return scale, float(np.sqrt(np.mean(np.arcsinh(luminous / faint) ** 2)))
 
 
