@@ -45,6 +45,8 @@ def prepared_galaxies(config: dict) -> list:
 
 def build(config: dict, out: Path) -> Path:
     """Run every stage and write the bundle atomically; returns the bundle path."""
+    import torch
+
     from precompute import embeddings, prepare, spectral_maps
 
     config = dict(config, device=resolve_device(config.get("device", "auto")))
@@ -72,6 +74,8 @@ def build(config: dict, out: Path) -> Path:
         writer.table("bins", bins)
         timings["total_s"] = time.perf_counter() - start
         writer.provenance["timings"] = {k: round(v, 2) for k, v in timings.items()}
+        # On CPU, trained weights depend on torch's thread count (it changes the order of sums): kept to rerun alike
+        writer.provenance["torch_threads"] = torch.get_num_threads()
         writer.provenance["inputs"] = config["inputs"]["files"] or f"mock:{config['seed']}:{config['mock']['galaxies']}"
     print(f"bundle written to {out} in {timings['total_s']:.0f} s "
           f"({len(galaxies)} galaxies, {len(bins)} binned spectra)")
