@@ -7,18 +7,6 @@ from explorer.state import SelectionState
 from precompute.bundle import BundleError
 from precompute.synthetic_bundle import write_synthetic_bundle
 
-TINY = dict(n_galaxies=24, bins_per_galaxy=10, som_shape=(6, 6), som2_shape=(4, 4), dlog10_wave=2e-3, image_size=16)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return ExplorerData(write_synthetic_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=3, **TINY))
-
-
-@pytest.fixture
-def state(data):
-    return SelectionState(data)
-
 
 def test_nothing_selected_means_whole_survey(data, state):
     assert state.galaxies is None and state.how == "whole survey"

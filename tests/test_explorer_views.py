@@ -15,22 +15,8 @@ from panel.io.state import set_curdoc
 
 from explorer import comparison, gallery, prototype_spectra, samp, scatter, selection_table, som_grid
 from explorer.colours import category_colours
-from explorer.data import ExplorerData
 from explorer.layout import create_app
-from explorer.state import SelectionState
 from precompute.synthetic_bundle import write_synthetic_bundle
-
-TINY = dict(n_galaxies=24, bins_per_galaxy=10, som_shape=(6, 6), som2_shape=(4, 4), dlog10_wave=2e-3, image_size=16)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return ExplorerData(write_synthetic_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=5, **TINY))
-
-
-@pytest.fixture
-def state(data):
-    return SelectionState(data)
 
 
 def render(view):
