@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from precompute.models.training import train_epochs
 
 
 class ConvLSTMCell(nn.Module):
@@ -128,20 +129,14 @@ class EmissionLineAnomaly:
         n, n_lines, n_bins, size, _ = cubes.shape
         network = LineCubeAutoencoder(n_lines, n_bins, size, self.hidden, self.latent_dim).to(self.device)
         optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-        self.history_ = []
-        for _ in tqdm(range(self.epochs), desc="anomaly autoencoder", disable=not self.progress, leave=False):
-            network.train()
-            order, losses = torch.randperm(n, generator=generator), []
-            for start in range(0, n, self.batch_size):
-                index = order[start:start + self.batch_size]
-                batch, m = x[index].to(self.device), mask[index].to(self.device)
-                reconstruction, _ = network(batch)
-                loss = ((reconstruction - batch) ** 2 * m).sum() / m.sum().clamp_min(1)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                losses.append(loss.item())
-            self.history_.append(float(np.mean(losses)))
+
+        def batch_loss(index):  # squared error over the voxels with data
+            batch, m = x[index].to(self.device), mask[index].to(self.device)
+            reconstruction, _ = network(batch)
+            return ((reconstruction - batch) ** 2 * m).sum() / m.sum().clamp_min(1)
+
+        self.history_ = train_epochs(network, optimiser, n, self.batch_size, self.epochs, batch_loss, generator,
+                                     "anomaly autoencoder", self.progress)
         self.network_ = network.eval()
         return self
 

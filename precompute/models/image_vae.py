@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from precompute.models.training import train_epochs
 
 BANDS = ("g", "r", "i")
 
@@ -104,19 +105,14 @@ class ImageVAE:
         network = ConvVAE(x.shape[-1], self.latent_dim, self.channels).to(self.device)
         optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
         x = torch.as_tensor(x)
-        self.history_ = []
-        for _ in tqdm(range(self.epochs), desc="image VAE", disable=not self.progress, leave=False):
-            network.train()
-            order, losses = torch.randperm(len(x), generator=generator), []
-            for start in range(0, len(x), self.batch_size):
-                batch = x[order[start:start + self.batch_size]].to(self.device)
-                reconstruction, mean, log_var = network(batch)
-                loss = vae_loss(reconstruction, batch, mean, log_var, beta=self.beta)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                losses.append(loss.item())
-            self.history_.append(float(np.mean(losses)))
+
+        def batch_loss(index):
+            batch = x[index].to(self.device)
+            reconstruction, mean, log_var = network(batch)
+            return vae_loss(reconstruction, batch, mean, log_var, beta=self.beta)
+
+        self.history_ = train_epochs(network, optimiser, len(x), self.batch_size, self.epochs, batch_loss, generator,
+                                     "image VAE", self.progress)
         self.network_ = network.eval()
         return self
 
