@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from precompute.build import resolve_device
 from precompute.bundle import BundleWriter
 from precompute.config import load_config
+from precompute.device import resolve_device
 from precompute.embeddings import build_embeddings
 from precompute.prepare import collect, prepare_mock, write_core
 

@@ -1,4 +1,4 @@
-"""Send the selection to TOPCAT / Aladin over SAMP (astropy.samp) when a hub is running; absent otherwise."""
+"""Send the selection to TOPCAT / Aladin over SAMP (pyvo.samp) when a hub is running; absent otherwise."""
 from __future__ import annotations
 
 import os
@@ -22,7 +22,7 @@ def hub_running(environ: dict | None = None, home: Path | None = None) -> bool:
 
 def send_votable(payload: bytes, name: str) -> list[str]:
     """Broadcast a VOTable (`table.load.votable`); returns the ids of the clients that were notified."""
-    from astropy.samp import SAMPIntegratedClient
+    from pyvo.samp import SAMPIntegratedClient  # astropy.samp moved to pyvo (deprecated in astropy 8)
 
     folder = Path(tempfile.mkdtemp(prefix="galaxy-explorer-samp-"))
     path = folder / f"{name}.vot"

@@ -4,6 +4,10 @@ from __future__ import annotations
 import importlib
 import sys
 
+from precompute.bundle import BundleError
+from precompute.config import ConfigError
+from precompute.observation import InputError
+
 STEPS = {
     "mock": ("precompute.mock.cli", "write a mock IFU survey (MaNGA or eCALIFA files) or SED library with its truth"),
     "inspect": ("precompute.formats", "print one JSON line per input file: format, shape, coverage, bad fraction"),
@@ -22,7 +26,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<8} {text}")
         return 0 if argv[:1] in ([], ["-h"], ["--help"]) else 2
     module = importlib.import_module(STEPS[argv[0]][0])
-    return int(module.main(argv[1:]) or 0)
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except (ConfigError, BundleError, InputError) as err:
+        # The library raises; only here do problems become messages and exit codes (2: the config or the
+        # command line is wrong, 1: an input or a bundle is). One line per problem, no traceback.
+        for line in str(err).splitlines():
+            print(f"precompute {argv[0]}: {line}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
 
 
 if __name__ == "__main__":

@@ -11,17 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from precompute.bundle import BundleWriter
-from precompute.config import load_config
+from precompute.config import check_build, load_config
+from precompute.device import resolve_device
 
 DEFAULT_OUT = Path("data/bundles/demo")
-
-
-def resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def prepared_galaxies(config: dict) -> list:
@@ -45,6 +38,7 @@ def prepared_galaxies(config: dict) -> list:
 
 def build(config: dict, out: Path) -> Path:
     """Run every stage and write the bundle atomically; returns the bundle path."""
+    check_build(config)  # refuse at once what would otherwise fail after minutes
     import torch
 
     from precompute import embeddings, prepare, spectral_maps

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from pathlib import Path
 
@@ -122,6 +123,15 @@ DEFAULT_CONFIG: dict = {
 }
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot run. The message lists every problem found, one per line, each naming the key
+    path (and the file, when the config came from one); ``problems`` holds the same lines."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
 def merged(base: dict, override: dict) -> dict:
     """Deep-merge override into a copy of base (override wins)."""
     out = copy.deepcopy(base)
@@ -134,11 +144,217 @@ def merged(base: dict, override: dict) -> dict:
 
 
 def load_config(path: str | Path | None = None, **overrides) -> dict:
-    """DEFAULT_CONFIG, then a JSON file, then keyword overrides (sections as dicts)."""
+    """DEFAULT_CONFIG, then a JSON file, then keyword overrides (sections as dicts).
+
+    The file and the overrides are checked against DEFAULT_CONFIG (see ``config_problems``); ConfigError lists
+    every unknown key and wrong value, or says why the file cannot be read.
+    """
     config = copy.deepcopy(DEFAULT_CONFIG)
+    problems = []
     if path is not None:
-        try:
-            config = merged(config, json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise SystemExit(f"{path}: cannot read config ({err})")
+        from_file = _read_json(path)
+        problems += [f"{path}: {problem}" for problem in config_problems(from_file)]
+        config = merged(config, from_file)
+    problems += config_problems(overrides)
+    if problems:
+        raise ConfigError(problems)
     return merged(config, overrides)
+
+
+def check_inputs(config: dict) -> None:
+    """ConfigError naming every listed input file (and the catalogue) that does not exist, before any is read."""
+    inputs = config["inputs"]
+    problems = [f"inputs.files: {name}: no such file" for name in inputs["files"] if not Path(name).is_file()]
+    if inputs["files"] and inputs["catalogue"] is not None and not Path(inputs["catalogue"]).is_file():
+        problems.append(f"inputs.catalogue: {inputs['catalogue']}: no such file")
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_build(config: dict) -> None:
+    """What a build can refuse at once rather than after minutes of work: missing input files, a mock survey too
+    small for the projections, an unknown mock format, a device torch cannot use. ConfigError lists them all."""
+    from precompute.device import resolve_device
+    from precompute.mock.survey import FORMATS
+
+    problems = []
+    try:
+        check_inputs(config)
+    except ConfigError as err:
+        problems += err.problems
+    if not config["inputs"]["files"]:
+        mock = config["mock"]
+        if mock["format"] not in FORMATS:
+            problems.append(f"mock.format: expected one of {', '.join(FORMATS)}, got {mock['format']!r}")
+        problems += _training_set_problems(mock["galaxies"], config["prepare"]["val_fraction"], config["projections"])
+    try:
+        device = resolve_device(config["device"])
+    except ValueError as err:
+        problems.append(f"device: {err}")
+    else:
+        import torch
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            problems.append(f"device: {config['device']!r} asked for, but torch sees no GPU; use auto or cpu")
+    if problems:
+        raise ConfigError(problems)
+
+
+def training_galaxies(n_galaxies: int, val_fraction: float) -> int:
+    """Galaxies in the training split: prepare.assign_split holds out round(val_fraction * n_galaxies)."""
+    return n_galaxies - int(round(val_fraction * n_galaxies))
+
+
+def _training_set_problems(n_galaxies: int, val_fraction: float, projections: dict) -> list[str]:
+    # Projections (UMAP, k-NN, k-means) are fitted on the training galaxies and need more of them than neighbours
+    # and than clusters (precompute.projections.EmbeddingProjector.fit).
+    k, clusters = projections["n_neighbours"], max(projections["cluster_ks"], default=1)
+    needed = max(k, clusters) + 1
+    n_train = training_galaxies(n_galaxies, val_fraction)
+    if n_train >= needed:
+        return []
+    enough = next((n for n in range(n_galaxies, 100 * needed) if training_galaxies(n, val_fraction) >= needed), None)
+    advice = f"use at least {enough} galaxies" if enough else "lower prepare.val_fraction"
+    return [f"mock.galaxies: {n_galaxies} galaxies leave {n_train} for training (prepare.val_fraction = "
+            f"{val_fraction}), too few for {k} neighbours (projections.n_neighbours) and k = {clusters} clusters "
+            f"(projections.cluster_ks); {advice}"]
+
+
+def _read_json(path: str | Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read config file ({err.strerror or err})"]) from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError([f"{path}: not valid JSON ({err})"]) from None
+    if not isinstance(content, dict):
+        raise ConfigError([f"{path}: expected a JSON object of config sections, like "
+                           f'{{"desom1": {{"rows": 10}}}}, got {_json_kind(content)}'])
+    return content
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a config may hold. The defaults are the schema: a key is known when DEFAULT_CONFIG has it, and its value
+# must have the default's type (an int is fine where a float is, a bool is never a number). The tables below add
+# only what a default cannot show.
+
+# Keys whose default does not show the type: None, an empty list, or a mapping the user fills freely.
+TYPES = {
+    "inputs.files": "list of strings",
+    "inputs.catalogue": "string or null",
+    "inputs.column_map": "mapping of strings",  # catalogue column -> property name, any names
+    "desom1.sigma_start": "number or null",
+    "desom2.sigma_start": "number or null",
+}
+# Constraints on values, by key name wherever it appears (every section uses these names alike).
+SIZES = {  # integers >= 1
+    "galaxies", "rows", "cols", "latent_dim", "kernel_size", "epochs", "patience", "batch_size", "threads",
+    "max_train_spectra", "histogram_bins", "image_size", "n_components", "max_fit_spectra", "map_size",
+    "n_features", "projection_dim", "passes_per_epoch", "n_bins", "crop", "hidden", "traversal_steps",
+    "n_neighbours", "umap_neighbours", "gmm_components", "correlation_components", "kmeans_k", "minisom_rows",
+    "minisom_cols", "minisom_epochs", "channels", "cluster_ks",
+}
+FRACTIONS = {  # numbers in [0, 1]
+    "val_fraction", "validation_fraction", "ema_decay", "p_noise", "p_blur", "p_resize", "p_stars",
+}
+RANGES = {"norm_window", "snr_range", "resize_kernels", "star_radius"}  # [low, high]
+CHOICES = {
+    "topology": ("rectangular", "hexagonal"),
+    "backend": ("desom", "minisom"),
+    "band": ("g", "r", "i"),
+    "embedding_models": ("contrastive", "anomaly", "image_vae"),
+}
+
+
+def config_problems(config: dict, defaults: dict = DEFAULT_CONFIG, prefix: str = "") -> list[str]:
+    """Every problem of a (partial) config against the defaults, one line each, naming the key path."""
+    problems = []
+    for key, value in config.items():
+        where = f"{prefix}{key}"
+        if key not in defaults:
+            problems.append(f"{where}: unknown key; {_suggestion(str(key), defaults)}")
+        elif where in TYPES:
+            problems += _explicit_type_problems(where, value, TYPES[where])
+        elif isinstance(defaults[key], dict):
+            if isinstance(value, dict):
+                problems += config_problems(value, defaults[key], f"{where}.")
+            else:
+                problems.append(f"{where}: expected a section (a JSON object), got {_shown(value)}")
+        elif isinstance(defaults[key], list):
+            problems += _list_problems(where, key, value, defaults[key])
+        else:
+            problems += _value_problems(where, key, value, defaults[key])
+    return problems
+
+
+def _suggestion(key: str, defaults: dict) -> str:
+    close = difflib.get_close_matches(key, list(defaults), n=1)
+    return f"did you mean {close[0]}?" if close else f"expected one of {', '.join(defaults)}"
+
+
+def _list_problems(where: str, key: str, value, default: list) -> list[str]:
+    if not isinstance(value, list):
+        return [f"{where}: expected a list, got {_shown(value)}"]
+    problems = []
+    for i, item in enumerate(value):  # every default list holds one type: its first item shows it
+        problems += _value_problems(f"{where}[{i}]", key, item, default[0])
+    if key in RANGES and not problems and not (len(value) == 2 and value[0] <= value[1]):
+        problems.append(f"{where}: expected [low, high] with low <= high, got {value!r}")
+    return problems
+
+
+def _value_problems(where: str, key: str, value, default) -> list[str]:
+    """A single value against its default's type, then the constraints its key name carries."""
+    if isinstance(default, bool):
+        expected, ok = "true or false", isinstance(value, bool)
+    elif isinstance(default, int):
+        expected, ok = "an integer", _is_integer(value)
+    elif isinstance(default, float):
+        expected, ok = "a number", _is_number(value)
+    else:
+        expected, ok = "a string", isinstance(value, str)
+    if not ok:
+        return [f"{where}: expected {expected}, got {_shown(value)}"]
+    if key in SIZES and value < 1:
+        return [f"{where}: expected an integer >= 1, got {value!r}"]
+    if key in FRACTIONS and not 0 <= value <= 1:
+        return [f"{where}: expected a number between 0 and 1, got {value!r}"]
+    if key in CHOICES and value not in CHOICES[key]:
+        return [f"{where}: expected one of {', '.join(CHOICES[key])}, got {value!r}"]
+    return []
+
+
+def _explicit_type_problems(where: str, value, kind: str) -> list[str]:
+    if kind == "list of strings":
+        if not isinstance(value, list):
+            return [f"{where}: expected a list of strings, got {_shown(value)}"]
+        return [f"{where}[{i}]: expected a string, got {_shown(item)}"
+                for i, item in enumerate(value) if not isinstance(item, str)]
+    if kind == "mapping of strings":
+        if not isinstance(value, dict):
+            return [f"{where}: expected a mapping of strings (a JSON object), got {_shown(value)}"]
+        return [f"{where}.{name}: expected a string, got {_shown(item)}"
+                for name, item in value.items() if not isinstance(item, str)]
+    ok = value is None or (isinstance(value, str) if kind == "string or null" else _is_number(value))
+    return [] if ok else [f"{where}: expected a {kind}, got {_shown(value)}"]
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_kind(value) -> str:
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+def _shown(value) -> str:
+    """A wrong value as the message shows it: its repr (shortened) and its Python type."""
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"

@@ -34,7 +34,7 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
     model. ``prepared`` are the PreparedGalaxy objects in the row order of ``galaxies``; ``fingerprints``
     ``[n_galaxies, rows, cols]`` from the spectral-maps stage (or None).
     Returns ``galaxies``, with ``anomaly_score`` added when the anomaly model ran."""
-    from precompute.build import resolve_device
+    from precompute.device import resolve_device
     from precompute.prepare import rest_frame_grid
 
     if len(prepared) != len(galaxies) or any(g.galaxy_id != i for g, i in zip(prepared, galaxies["galaxy_id"])):

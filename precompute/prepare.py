@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from precompute import images
 from precompute.bundle import BundleWriter
-from precompute.config import load_config
+from precompute.config import check_inputs, load_config
 from precompute.observation import InputError, Observation
 
 with warnings.catch_warnings():
@@ -582,6 +582,7 @@ def main(argv: list[str]) -> int:
         inputs["files"] = []
     overrides["inputs"] = inputs
     config = load_config(args.config, **overrides)
+    check_inputs(config)
 
     start = time.perf_counter()
     files = config["inputs"]["files"]

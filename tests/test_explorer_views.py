@@ -287,7 +287,7 @@ def test_samp_absent_without_hub(data, state, tmp_path, monkeypatch):
 
 
 def test_samp_sends_the_selection(data, state, tmp_path, monkeypatch):
-    from astropy.samp import SAMPHubServer, SAMPIntegratedClient
+    from pyvo.samp import SAMPHubServer, SAMPIntegratedClient
 
     lock = tmp_path / "samp-lock"
     hub = SAMPHubServer(web_profile=False, lockfile=str(lock), pool_size=1)

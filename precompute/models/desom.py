@@ -22,15 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from precompute.device import resolve_device
 from precompute.models.autoencoder import ConvAutoencoder
 from precompute.models.som import SOMLayer, neighbourhood, sigma_at
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" is the GPU when torch sees one, else the CPU; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _with_threads(method):
