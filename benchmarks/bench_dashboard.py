@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from precompute import schema
 
-from precompute.synthetic_bundle import write_synthetic_bundle  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from synthetic_bundle import write_synthetic_bundle  # noqa: E402  (tests/synthetic_bundle.py)
 
 SIZES = {
     # name: (folder, galaxies, mean binned spectra per galaxy, log10 wavelength step, image size)
@@ -50,7 +52,7 @@ def selections(data, rng, n: int):
     """A mix of what astronomers do: UMAP boxes, DESOM-1 taps, DESOM-2 taps, spectra boxes."""
     embedding = next(iter(data.embeddings))
     xy = np.asarray(data.umap(embedding))
-    hits = np.asarray(data.bundle.array("desom1/hits"))
+    hits = np.asarray(data.bundle.read(schema.DESOM1_HITS))
     populated = np.flatnonzero(hits)
     for i in range(n):
         kind = i % 4

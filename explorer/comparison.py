@@ -1,40 +1,37 @@
-"""Population comparison (seed 000): pin a selection as A, select B, compare their 10-NN distance distributions
-in the chosen embedding with a two-sample Kolmogorov–Smirnov test.
+"""Population comparison (seed 000): pin a selection as A, select B, compare their typicality distributions in
+the chosen embedding with a two-sample Kolmogorov–Smirnov test.
 
-A galaxy's 10-NN distance is its mean distance to its 10 nearest training galaxies: populations that sit in
-equally dense parts of the embedding have the same distribution.
+A galaxy's typicality is its distance to its 10th nearest training galaxy (`precompute.compare.typicality`, the
+same function as `python -m precompute compare` and the bundle's metrics): populations that sit in equally dense
+parts of the embedding have the same distribution.
 """
 from __future__ import annotations
 
 import holoviews as hv
 import numpy as np
 import panel as pn
-from scipy import stats
 
 from explorer.data import ExplorerData
 from explorer.state import SelectionState
+from precompute.compare import compare_distances, typicality
 
 K = 10
 
 
-def knn_distances(data: ExplorerData, embedding: str, galaxies: np.ndarray, k: int = K) -> np.ndarray:
-    distance = data.knn_distance(embedding)
-    return np.asarray(distance[galaxies, : min(k, distance.shape[1])], float).mean(axis=1)
-
-
 def compare(data: ExplorerData, embedding: str, a: np.ndarray, b: np.ndarray, k: int = K) -> dict:
-    """KS statistic and p-value of the two populations' k-NN distances (NaN when either has < 2 galaxies)."""
-    da, db = knn_distances(data, embedding, a, k), knn_distances(data, embedding, b, k)
+    """KS statistic and p-value of the two populations' typicality (NaN when either has < 2 galaxies)."""
+    distance = data.knn_distance(embedding)
+    da, db = typicality(distance, a, k), typicality(distance, b, k)
     if len(da) < 2 or len(db) < 2:
         return {"a": da, "b": db, "statistic": np.nan, "pvalue": np.nan}
-    result = stats.ks_2samp(da, db)
-    return {"a": da, "b": db, "statistic": float(result.statistic), "pvalue": float(result.pvalue)}
+    result = compare_distances(da, db)
+    return {"a": da, "b": db, "statistic": result["ks"], "pvalue": result["p_value"]}
 
 
 def comparison_plot(result: dict, embedding: str) -> hv.Overlay:
     both = np.concatenate([result["a"], result["b"]])
     edges = np.histogram_bin_edges(both, bins=20) if both.size else np.linspace(0, 1, 21)
-    kx = hv.Dimension("d", label=f"mean distance to {K} nearest neighbours ({embedding})")
+    kx = hv.Dimension("d", label=f"distance to the {K}th nearest training galaxy ({embedding})")
     overlay = hv.Overlay()
     for key, colour, name in (("a", "#1b9e77", "A (pinned)"), ("b", "#d95f02", "B (current selection)")):
         counts, _ = np.histogram(result[key], bins=edges, density=True)
@@ -59,7 +56,7 @@ class Comparison:
     def render(self, *_) -> None:
         if self.state.pinned is None or not self.state.embedding:
             self.summary.object = ("Select a population and pin it as **A**, then select **B**: their "
-                                   f"{K}-NN distance distributions are compared with a KS test.")
+                                   f"distances to their {K}th nearest training galaxy are compared with a KS test.")
             self.plot.object = None
             return
         result = compare(self.data, self.state.embedding, self.state.pinned, self.state.selected)

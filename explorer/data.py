@@ -15,7 +15,9 @@ import pandas as pd
 import panel as pn
 
 from explorer.colours import as_categories
+from precompute import schema
 from precompute.bundle import Bundle, BundleError
+from precompute.node_statistics import density, histogram_fractions, node_medians
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "data" / "bundles" / "demo"
 BUNDLE_ENV = "GALAXY_EXPLORER_BUNDLE"
@@ -94,11 +96,11 @@ class ExplorerData:
             raise BundleError(f"{self.path}: bins.parquet galaxy_index outside 0..{self.n_galaxies - 1}")
         self.index_of = pd.Series(np.arange(self.n_galaxies), index=galaxies["galaxy_id"])
 
-        self.desom1 = {**self.bundle.json("desom1/grid.json"), "name": "desom1"} if self.bundle.has("desom1") else None
+        self.desom1 = {**self.bundle.read(schema.DESOM1_GRID), "name": "desom1"} if self.bundle.has("desom1") else None
         self.bin_node = self.bins["desom1_node"].to_numpy(np.int64) if self.desom1 else None
-        self.desom2 = {**self.bundle.json("desom2/grid.json"), "name": "desom2"} if self.bundle.has("desom2") else None
+        self.desom2 = {**self.bundle.read(schema.DESOM2_GRID), "name": "desom2"} if self.bundle.has("desom2") else None
         self.galaxy_node2 = galaxies["desom2_node"].to_numpy(np.int64) if self.desom2 else None
-        self.embeddings: dict = self.bundle.json("embeddings/index.json") if self.bundle.has("embeddings") else {}
+        self.embeddings: dict = self.bundle.read(schema.EMBEDDING_INDEX) if self.bundle.has("embeddings") else {}
         self.galaxies = self._with_derived_columns(galaxies)
         self._cache: dict = {}
 
@@ -179,7 +181,7 @@ class ExplorerData:
             frame = pd.DataFrame({"node": node, "value": values})
             k = grid["rows"] * grid["cols"]
             if self.colour_columns[column] == "numeric":
-                out = frame.groupby("node")["value"].median().reindex(range(k)).to_numpy(float)
+                out = node_medians(values, node, k)
             else:
                 frame["value"] = as_categories(frame["value"])
                 modes = frame.groupby("node")["value"].agg(lambda v: v.mode().iat[0])
@@ -208,22 +210,23 @@ class ExplorerData:
         return self._cache[key]
 
     def survey_histogram(self, column: str, edges: np.ndarray) -> np.ndarray:
-        """Density of a galaxy column over all binned spectra, on `edges` (cached)."""
+        """Probability density of a galaxy column over all binned spectra on `edges`, by the bundle's definition
+        of node histograms (values beyond the ends in the end bins), so node and survey curves compare (cached)."""
         key = ("survey_histogram", column, edges.tobytes())
         if key not in self._cache:
             values = self.bin_values(column).astype(float)
-            self._cache[key] = np.histogram(values, bins=edges, density=True)[0]
+            self._cache[key] = density(histogram_fractions(values, edges), edges)
         return self._cache[key]
 
     # -- embeddings ----------------------------------------------------------------------------------------------
     def umap(self, name: str) -> np.ndarray:
-        return self.bundle.array(f"embeddings/{name}/umap")
+        return self.bundle.read(schema.EMBEDDING_UMAP, embedding=name)
 
     def knn(self, name: str) -> np.ndarray:
-        return self.bundle.array(f"embeddings/{name}/knn")
+        return self.bundle.read(schema.EMBEDDING_KNN, embedding=name)
 
     def knn_distance(self, name: str) -> np.ndarray:
-        return self.bundle.array(f"embeddings/{name}/knn_distance")
+        return self.bundle.read(schema.EMBEDDING_KNN_DISTANCE, embedding=name)
 
     # -- images --------------------------------------------------------------------------------------------------
     def thumbnail_path(self, g: int) -> Path:
@@ -248,7 +251,8 @@ def column_kind(series: pd.Series) -> str | None:
         return "categorical"
     if pd.api.types.is_numeric_dtype(series):
         return "numeric" if series.notna().any() else None
-    if series.nunique() <= MAX_CATEGORIES:
+    distinct = series.nunique()
+    if distinct <= MAX_CATEGORIES and distinct < len(series):  # all values distinct: an identifier, whatever the size
         return "categorical"
     return None
 

@@ -10,6 +10,7 @@ import panel as pn
 
 from explorer.data import KEY_COLUMNS, ExplorerData, label, thumbnail_uri
 from explorer.state import SelectionState
+from precompute import schema
 
 PER_PAGE = 12
 N_NEIGHBOURS = 6
@@ -35,7 +36,7 @@ def node_colours(grid: dict) -> np.ndarray:
 def bin_node_image(data: ExplorerData, g: int, highlight=()) -> np.ndarray:
     """[ny, nx, 3] image: each spaxel in the colour of its bin's DESOM-1 node, white outside the bins.
     Bins in `highlight` nodes keep full colour while the others fade, so a brushed node lights up its bins."""
-    spaxel_bins = data.bundle.arrays("spaxel_bins")[data.galaxies["galaxy_id"].iat[g]]
+    spaxel_bins = data.bundle.read(schema.SPAXEL_BINS)[data.galaxies["galaxy_id"].iat[g]]
     spectra = data.spectra_of(np.array([g]))
     lookup = np.full(int(data.bins["bin_id"].to_numpy()[spectra].max()) + 2 if spectra.size else 1, -1)
     lookup[data.bins["bin_id"].to_numpy()[spectra]] = data.bin_node[spectra]
@@ -65,7 +66,7 @@ def som_colour_key(grid: dict) -> hv.RGB:
 
 
 def fingerprint_plot(data: ExplorerData, g: int) -> hv.Image:
-    fingerprint = np.asarray(data.bundle.array("fingerprints/fingerprints")[g], float)
+    fingerprint = np.asarray(data.bundle.read(schema.FINGERPRINTS)[g], float)
     rows, cols = fingerprint.shape
     return hv.Image(fingerprint[::-1], bounds=(0, 0, cols, rows), kdims=["SOM column", "SOM row"],
                     vdims=[hv.Dimension("f", label="fingerprint (0–1)")]).opts(

@@ -15,6 +15,8 @@ import param
 
 from explorer.data import ExplorerData, label
 from explorer.state import SelectionState
+from precompute import schema
+from precompute.node_statistics import density, histogram_edges, histogram_fractions
 
 # Rest-frame vacuum wavelengths (Å) of the features astronomers look for first.
 LINES = (
@@ -73,9 +75,9 @@ def node_spectra(data: ExplorerData, k: int | None) -> dict[str, np.ndarray]:
     n_wave = data.bundle.wave.size
     if k is None:
         return {key: np.full(n_wave, np.nan) for key in ("p16", "p50", "p84", "prototype")}
-    members = data.bundle.array("desom1/member_spectra")
+    members = data.bundle.read(schema.DESOM1_MEMBER_SPECTRA)
     out = {key: np.asarray(members[i, k], float) for i, key in ((1, "p16"), (2, "p50"), (3, "p84"))}
-    out["prototype"] = np.asarray(data.bundle.array("desom1/prototype_spectra")[k], float)
+    out["prototype"] = np.asarray(data.bundle.read(schema.DESOM1_PROTOTYPE_SPECTRA)[k], float)
     return out
 
 
@@ -132,8 +134,9 @@ def spectra_key(data: ExplorerData, nodes: list[int]) -> str:
 
 
 def node_distribution(data: ExplorerData, k: int | None, column: str, edges: np.ndarray | None = None):
-    """Distribution of `column` among node k's member spectra: (bin centres, PDF) for a numeric column on
-    `edges`, (categories, fractions) for a categorical one. All NaN for no node."""
+    """Distribution of `column` among node k's member spectra: (bin centres, probability density) for a numeric
+    column on `edges`, (categories, fractions) for a categorical one. All NaN for no node. The bundle's stored
+    fractions and the ones computed here share one definition (precompute.node_statistics)."""
     if data.colour_columns.get(column) == "categorical":
         categories = data.categories(column)
         if k is None:
@@ -144,27 +147,27 @@ def node_distribution(data: ExplorerData, k: int | None, column: str, edges: np.
     centres = 0.5 * (edges[1:] + edges[:-1])
     if k is None:
         return centres, np.full(len(centres), np.nan)
-    histograms = data.bundle.arrays("desom1/node_histograms")
+    histograms = data.bundle.read(schema.DESOM1_NODE_HISTOGRAMS)
     key = histogram_key(data, column)
     if key and np.array_equal(histograms[f"{key}__edges"], edges):
-        return centres, np.asarray(histograms[key][k], float)
+        return centres, density(histograms[key][k], edges)
     values = data.bin_values(column).astype(float)[data.bin_node == k]
-    return centres, np.histogram(values, bins=edges, density=True)[0]
+    return centres, density(histogram_fractions(values, edges), edges)
 
 
 def histogram_key(data: ExplorerData, column: str) -> str | None:
     """Key of a galaxy column in desom1/node_histograms.npz: galaxy properties joined to the bins are stored as
     `galaxy.<column>` (plain `<column>` is the bins' own property of that name), or None when absent."""
-    histograms = data.bundle.arrays("desom1/node_histograms")
+    histograms = data.bundle.read(schema.DESOM1_NODE_HISTOGRAMS)
     return next((key for key in (f"galaxy.{column}", column) if key in histograms and key not in data.bins), None)
 
 
 def distribution_edges(data: ExplorerData, column: str) -> np.ndarray:
     key = histogram_key(data, column)
     if key:
-        return data.bundle.arrays("desom1/node_histograms")[f"{key}__edges"]
+        return data.bundle.read(schema.DESOM1_NODE_HISTOGRAMS)[f"{key}__edges"]
     values = data.bin_values(column).astype(float)
-    return np.histogram_bin_edges(values[np.isfinite(values)], bins=24)
+    return histogram_edges(values[np.isfinite(values)], data.bundle.config["desom1"]["histogram_bins"])
 
 
 def distribution_plot(data: ExplorerData, nodes: list[int], column: str, hook=None) -> hv.Overlay:

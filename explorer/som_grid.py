@@ -14,6 +14,7 @@ from explorer.colours import (EMPTY_COLOUR, HITS_CMAP, PROPERTY_CMAP, SELECTION_
                               category_colours, finite_range)
 from explorer.data import ExplorerData, label
 from explorer.state import SelectionState
+from precompute import schema
 
 MODES = ("Hits of selection", "Median of colour-by", "U-matrix")
 CELL = 20  # screen pixels per node, so markers tile the frame
@@ -81,7 +82,7 @@ def som_map(data: ExplorerData, level: str, mode: str, hits: np.ndarray, colour_
     """DESOM-1 (`level="desom1"`, spectra) or DESOM-2 (galaxies) coloured by `mode`; `hits` = selected members
     per node."""
     grid = getattr(data, level)
-    all_hits = data.bundle.array(f"{level}/hits")
+    all_hits = data.bundle.read(schema.DESOM1_HITS if level == "desom1" else schema.DESOM2_HITS)
     name = LEVEL_NAMES[level]
     if mode == MODES[0]:
         values, title, clim = hits_colouring(level, hits)
@@ -94,7 +95,7 @@ def som_map(data: ExplorerData, level: str, mode: str, hits: np.ndarray, colour_
         title = f"{name} · {'most common' if categorical else 'median'} {label(colour_by)}"
         return som_points(grid, values, title, label(colour_by), PROPERTY_CMAP, hits=all_hits, categorical=categorical)
     if mode == MODES[2]:
-        values = np.asarray(data.bundle.array(f"{level}/umatrix"), float).ravel()
+        values = np.asarray(data.bundle.read(schema.DESOM1_UMATRIX if level == "desom1" else schema.DESOM2_UMATRIX), float).ravel()
         return som_points(grid, values, f"{name} · U-matrix (latent distance to neighbours)",
                           "U-matrix distance", UMATRIX_CMAP, hits=all_hits)
     raise ValueError(f"unknown SOM colouring {mode!r}; choose one of {MODES}")

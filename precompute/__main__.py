@@ -15,6 +15,7 @@ STEPS = {
     "build": ("precompute.build", "mock/read -> prepare -> models -> projections: write the full bundle"),
     "assign": ("precompute.assign", "place new spectra or cubes on a bundle's frozen maps, write a CSV"),
     "compare": ("precompute.compare", "compare two galaxy populations in an embedding (10-NN distances + KS test)"),
+    "validate": ("precompute.validate", "check bundles against the schema: one line per problem, exit 1 if any"),
 }
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from precompute import schema
 from precompute.bundle import Bundle, BundleError
 from precompute.fingerprints import fingerprint_counts, fingerprint_string, normalise_fingerprints
 from precompute.models.desom import DESOM
@@ -47,16 +48,16 @@ class FrozenMaps:
         if not bundle.has("desom1"):
             raise BundleError(f"{bundle.path}: bundle has no desom1 section; build it with `python -m precompute build`")
         desom1 = DESOM.load(io.BytesIO((bundle.path / "desom1/model.pt").read_bytes()), device=device)
-        table = bundle.table("desom1/node_properties")
+        table = bundle.read(schema.DESOM1_NODE_PROPERTIES)
         medians = table.pivot(index="node", columns="property", values="median").add_prefix("median_")
         medians = medians.reindex(range(desom1.rows * desom1.cols))
-        node_scale = np.asarray(bundle.array("fingerprints/node_scale")) if bundle.has("fingerprints") else None
+        node_scale = np.asarray(bundle.read(schema.FINGERPRINT_NODE_SCALE)) if bundle.has("fingerprints") else None
         desom2 = prototypes = None
         if bundle.has("desom2") and node_scale is not None:
-            if bundle.json("desom2/grid.json")["backend"] == "desom":
+            if bundle.read(schema.DESOM2_GRID)["backend"] == "desom":
                 desom2 = DESOM.load(io.BytesIO((bundle.path / "desom2/model.pt").read_bytes()), device=device)
             else:
-                prototypes = np.asarray(bundle.array("desom2/prototypes"), np.float32)
+                prototypes = np.asarray(bundle.read(schema.DESOM2_PROTOTYPES), np.float32)
                 prototypes = prototypes.reshape(len(prototypes), -1)
         return cls(bundle, desom1, medians, node_scale, desom2, prototypes)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from precompute import schema
 from precompute.bundle import BundleWriter
 from precompute.config import check_build, load_config
 from precompute.device import resolve_device
@@ -64,8 +65,8 @@ def build(config: dict, out: Path) -> Path:
         galaxies = embeddings.build_embeddings(writer, galaxies, galaxies_prepared, config, fingerprints)
         timings["embeddings_s"] = time.perf_counter() - t0
 
-        writer.table("galaxies", galaxies)
-        writer.table("bins", bins)
+        writer.write(schema.GALAXIES, galaxies)
+        writer.write(schema.BINS, bins)
         timings["total_s"] = time.perf_counter() - start
         writer.provenance["timings"] = {k: round(v, 2) for k, v in timings.items()}
         # On CPU, trained weights depend on torch's thread count (it changes the order of sums): kept to rerun alike

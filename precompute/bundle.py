@@ -1,8 +1,8 @@
 """The bundle: the one contract between precompute/ and explorer/ (documented in docs/bundle-schema.md).
 
-A bundle is a folder of Parquet tables, .npy arrays, PNG thumbnails and manifest.json. It is written into a
-temporary sibling folder and renamed into place only when complete, so a crash never leaves a half bundle and
-an existing bundle is replaced only by a finished one.
+A bundle is a folder of Parquet tables, .npy arrays, PNG thumbnails and manifest.json, each file declared once in
+precompute.schema. It is written into a temporary sibling folder and renamed into place only when complete, so a
+crash never leaves a half bundle and an existing bundle is replaced only by a finished one.
 """
 from __future__ import annotations
 
@@ -17,42 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = 1
-
-# Files every bundle has, and the files each optional section adds (see docs/bundle-schema.md).
-CORE_FILES = (
-    "manifest.json",
-    "galaxies.parquet",
-    "bins.parquet",
-    "spectra/wave.npy",
-    "spectra/flux.npy",
-    "spectra/ivar.npy",
-    "spaxel_bins.npz",
-    "images/gri.npy",
-)
-# Files of each embedding named in embeddings/index.json (section `embeddings`).
-EMBEDDING_FILES = ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
-                   "property_correlation.parquet")
-
-
-def embedding_files(name: str) -> tuple[str, ...]:
-    return tuple(f"embeddings/{name}/{f}" for f in EMBEDDING_FILES)
-
-
-SECTION_FILES: dict[str, tuple[str, ...]] = {
-    "desom1": ("desom1/grid.json", "desom1/model.pt", "desom1/prototypes_latent.npy", "desom1/prototype_spectra.npy",
-               "desom1/member_spectra.npy", "desom1/hits.npy", "desom1/umatrix.npy", "desom1/node_properties.parquet",
-               "desom1/node_histograms.npz"),
-    "fingerprints": ("fingerprints/counts.npy", "fingerprints/fingerprints.npy", "fingerprints/node_scale.npy"),
-    # desom2/model.pt exists only for the DESOM backend (a MiniSom map is its prototypes).
-    "desom2": ("desom2/grid.json", "desom2/prototypes.npy", "desom2/hits.npy", "desom2/umatrix.npy"),
-    "embeddings": ("embeddings/index.json",),  # plus the files of every embedding the index names
-    "contrastive": (*embedding_files("contrastive"), "contrastive/model.pt", "contrastive/pca.npz"),
-    "anomaly": (*embedding_files("anomaly"), "anomaly/model.pt", "anomaly/lines.json", "anomaly/line_residuals.npy",
-                "anomaly/spaxel_residuals.npy"),
-    "image_vae": (*embedding_files("image_vae"), "image_vae/model.pt", "image_vae/traversals.npy",
-                  "image_vae/property_correlation.parquet"),
-}
+from precompute import schema
+from precompute.schema import SCHEMA_VERSION, BundleFile
 
 
 class BundleError(RuntimeError):
@@ -65,13 +31,8 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def register_section(name: str, files: tuple[str, ...]) -> None:
-    """Declare a new section's files (extensions of the schema; the documented sections are listed above)."""
-    SECTION_FILES[name] = tuple(files)
-
-
 class BundleWriter:
-    """Write a bundle atomically: ``with BundleWriter(path, config) as w: w.table(...); w.array(...)``."""
+    """Write a bundle atomically: ``with BundleWriter(path, config, seed) as w: w.write(schema.GALAXIES, table); ...``."""
 
     def __init__(self, path: str | os.PathLike, config: dict, seed: int):
         self.path = Path(path)
@@ -108,25 +69,30 @@ class BundleWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
-    def table(self, name: str, frame: pd.DataFrame) -> None:
-        frame.to_parquet(self._file(f"{name}.parquet"), index=False)
+    def write(self, spec: BundleFile, value, **names) -> None:
+        """Write one declared file: a DataFrame (table), an array (cast to the declared dtype when that keeps its
+        kind, e.g. float64 → float32), a dict of arrays (npz), a JSON-able value or bytes."""
+        target = self._file(spec.at(**names))
+        if spec.kind == "table":
+            value.to_parquet(target, index=False)
+        elif spec.kind == "array":
+            np.save(target, _declared_array(spec, value))
+        elif spec.kind == "arrays":
+            np.savez_compressed(target, **value)
+        elif spec.kind == "json":
+            target.write_text(json.dumps(value, indent=1, default=_json_default))
+        else:
+            target.write_bytes(value)
 
-    def array(self, relpath: str, values: np.ndarray) -> None:
-        np.save(self._file(f"{relpath}.npy"), np.ascontiguousarray(values))
-
-    def arrays(self, relpath: str, values: dict[str, np.ndarray]) -> None:
-        np.savez_compressed(self._file(f"{relpath}.npz"), **values)
-
-    def blob(self, relpath: str, data: bytes) -> None:
-        self._file(relpath).write_bytes(data)
-
-    def json(self, relpath: str, value) -> None:
-        self._file(relpath).write_text(json.dumps(value, indent=1, default=_json_default))
+    def open_array(self, spec: BundleFile, shape: tuple[int, ...], **names) -> np.ndarray:
+        """A writable .npy memory map of a declared array, for arrays written chunk by chunk."""
+        if spec.kind != "array":
+            raise BundleError(f"{spec.path} is a {spec.kind}, not an array")
+        return np.lib.format.open_memmap(self._file(spec.at(**names)), "w+", np.dtype(spec.dtype), shape)
 
     def section(self, name: str) -> None:
         """Declare that the bundle carries an optional section (its files are checked on reading)."""
-        if name not in SECTION_FILES:
-            raise KeyError(f"unknown bundle section {name!r}; known: {sorted(SECTION_FILES)}")
+        schema.section_files(name)  # unknown sections raise here, not when the bundle is read
         self.sections.append(name)
 
     def _write_manifest(self) -> None:
@@ -143,21 +109,22 @@ class BundleWriter:
             "metrics": self.metrics,
             "provenance": {**_software_versions(), **self.provenance},
         }
-        for relpath in CORE_FILES + tuple(f for s in self.sections for f in SECTION_FILES[s]):
-            if relpath != "manifest.json" and not (self._tmp / relpath).exists():
-                raise BundleError(f"bundle {self.path}: writer finished without {relpath}")
+        for spec in _declared_files(["core", *self.sections]):
+            if spec.required and spec is not schema.MANIFEST and not (self._tmp / spec.path).exists():
+                raise BundleError(f"bundle {self.path}: writer finished without {spec.path}")
         (self._tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json_default))
 
 
 class Bundle:
     """Read a bundle, checking its schema version and that every declared file is present.
 
-    Tables load on first use; arrays are memory-mapped so the dashboard's server shares pages between sessions.
+    Files are read through their declarations (``bundle.read(schema.DESOM1_HITS)``). Tables load on first use;
+    arrays are memory-mapped so the dashboard's server shares pages between sessions.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, check_files: bool = True):
         self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
+        manifest_path = self.path / schema.MANIFEST.path
         if not manifest_path.exists():
             raise BundleError(
                 f"{self.path}: no bundle here (manifest.json missing); build one with `python -m precompute build --out {self.path}`"
@@ -166,23 +133,28 @@ class Bundle:
             self.manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as err:
             raise BundleError(f"{manifest_path}: not valid JSON ({err})") from None
+        if not isinstance(self.manifest, dict):
+            raise BundleError(f"{manifest_path}: expected a JSON object, got {type(self.manifest).__name__}")
         version = self.manifest.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(f"{self.path}: bundle schema version {version}, this software reads version {SCHEMA_VERSION}; rebuild it")
-        missing = [f for f in self.expected_files() if not (self.path / f).exists()]
-        if missing:
-            raise BundleError(f"{self.path}: bundle is incomplete, missing {', '.join(missing)}")
         self._cache: dict = {}
+        if check_files:
+            missing = [f for f in self.expected_files() if not (self.path / f).exists()]
+            if missing:
+                raise BundleError(f"{self.path}: bundle is incomplete, missing {', '.join(missing)}; "
+                                  f"`python -m precompute validate {self.path}` lists every problem")
 
     def expected_files(self) -> list[str]:
-        files = list(CORE_FILES)
-        for section in self.manifest.get("sections", []):
-            if section not in SECTION_FILES:
-                raise BundleError(f"{self.path}: unknown section {section!r} (written by a newer version?)")
-            files += SECTION_FILES[section]
-        index = self.path / "embeddings" / "index.json"
-        if self.has("embeddings") and index.exists():
-            files += [f for name in json.loads(index.read_text()) for f in embedding_files(name)]
+        """Paths of every required file of the manifest's sections (per-embedding files for each indexed name)."""
+        sections = ["core", *self.manifest.get("sections", [])]
+        unknown = [s for s in sections if s not in schema.SECTIONS]
+        if unknown:
+            raise BundleError(f"{self.path}: unknown section {unknown[0]!r} (written by a newer version?)")
+        files = [spec.path for spec in _declared_files(sections) if spec.required]
+        if self.has("embeddings") and (self.path / schema.EMBEDDING_INDEX.path).exists():
+            files += [spec.at(embedding=name) for name in self.read(schema.EMBEDDING_INDEX)
+                      for spec in schema.EMBEDDING_FILES]
         return files
 
     def has(self, section: str) -> bool:
@@ -200,39 +172,54 @@ class Bundle:
     def metrics(self) -> dict:
         return self.manifest.get("metrics", {})
 
-    def table(self, name: str) -> pd.DataFrame:
-        key = ("table", name)
+    def read(self, spec: BundleFile, **names):
+        """One declared file: DataFrame (table), memory-mapped array, dict of arrays (npz), JSON value or bytes.
+        Cached: every view of a dashboard process shares one copy."""
+        relpath = spec.at(**names)
+        key = (spec.kind, relpath)
         if key not in self._cache:
-            self._cache[key] = pd.read_parquet(self.path / f"{name}.parquet")
+            path = self.path / relpath
+            if spec.kind == "table":
+                value = pd.read_parquet(path)
+            elif spec.kind == "array":
+                value = np.load(path, mmap_mode="r")
+            elif spec.kind == "arrays":
+                with np.load(path) as data:
+                    value = {k: data[k] for k in data.files}
+            elif spec.kind == "json":
+                value = json.loads(path.read_text())
+            else:
+                return path.read_bytes()  # blobs (model weights) are read once by their user: not cached
+            self._cache[key] = value
         return self._cache[key]
-
-    def array(self, relpath: str) -> np.ndarray:
-        key = ("array", relpath)
-        if key not in self._cache:
-            self._cache[key] = np.load(self.path / f"{relpath}.npy", mmap_mode="r")
-        return self._cache[key]
-
-    def arrays(self, relpath: str) -> dict[str, np.ndarray]:
-        key = ("arrays", relpath)
-        if key not in self._cache:
-            with np.load(self.path / f"{relpath}.npz") as data:
-                self._cache[key] = {k: data[k] for k in data.files}
-        return self._cache[key]
-
-    def json(self, relpath: str):
-        return json.loads((self.path / relpath).read_text())
 
     @property
     def galaxies(self) -> pd.DataFrame:
-        return self.table("galaxies")
+        return self.read(schema.GALAXIES)
 
     @property
     def bins(self) -> pd.DataFrame:
-        return self.table("bins")
+        return self.read(schema.BINS)
 
     @property
     def wave(self) -> np.ndarray:
-        return self.array("spectra/wave")
+        return self.read(schema.WAVE)
+
+
+def _declared_files(sections) -> list[BundleFile]:
+    """The non-templated files of these sections (per-embedding files are listed through the index)."""
+    return [spec for section in sections for spec in schema.section_files(section) if not spec.templated]
+
+
+def _declared_array(spec: BundleFile, value) -> np.ndarray:
+    """The array in its declared dtype; refuses a cast that would change its kind (float data into ints, say)."""
+    value = np.asarray(value)
+    dtype = np.dtype(spec.dtype)
+    if value.dtype != dtype and not np.can_cast(value.dtype, dtype, "same_kind"):
+        raise BundleError(f"{spec.path}: got {value.dtype} values, declared {dtype}")
+    if spec.shape and value.ndim != len(spec.shape):
+        raise BundleError(f"{spec.path}: got shape {value.shape}, declared [{', '.join(map(str, spec.shape))}]")
+    return np.ascontiguousarray(value, dtype=dtype)
 
 
 def _json_default(value):

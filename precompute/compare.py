@@ -1,7 +1,7 @@
 """Compare two galaxy populations in an embedding (seed 000 Figs. 8 and 9).
 
-Each galaxy's typicality is its distance to its 10th nearest training galaxy in the embedding (itself
-excluded): small in crowded regions, large for unusual galaxies. Two populations are compared by the
+Each galaxy's typicality (`typicality`) is its distance to its 10th nearest training galaxy in the embedding
+(itself excluded): small in crowded regions, large for unusual galaxies. Two populations are compared by the
 distributions of that distance with a two-sample Kolmogorov–Smirnov test. With ``twins``, only galaxies that
 have a counterpart of the same morphology and stellar mass within 0.2 dex in the other population are kept,
 so a difference cannot come from mass or morphology alone.
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
+from precompute import schema
 from precompute.bundle import Bundle, BundleError
 
 TWIN_MASS_DEX = 0.2  # seed 000 Fig. 9
@@ -52,6 +53,16 @@ def twins(galaxies: pd.DataFrame, a: np.ndarray, b: np.ndarray, mass_dex: float 
     return a_twins, b_twins
 
 
+def typicality(knn_distance: np.ndarray, galaxies: np.ndarray | slice = slice(None), k: int = 10) -> np.ndarray:
+    """Seed 000's per-galaxy typicality (Figs. 8–9): the distance to the k-th (10th) nearest training galaxy in the
+    embedding, itself excluded — small in crowded regions, large for unusual galaxies. ``knn_distance`` is the
+    bundle's ``embeddings/E/knn_distance`` ([n_galaxies, ≥ k], nearest first); ``galaxies`` indices or a mask.
+    The one definition used by ``compare``, the manifest metrics and the dashboard."""
+    if knn_distance.shape[1] < k:
+        raise ValueError(f"the embedding keeps {knn_distance.shape[1]} neighbours, fewer than k = {k}")
+    return np.asarray(knn_distance[galaxies, k - 1], dtype=float)
+
+
 def compare_distances(distance_a: np.ndarray, distance_b: np.ndarray) -> dict:
     """Two-sample KS test of two distance samples: ``n_a``, ``n_b``, ``ks`` (statistic), ``p_value``, medians."""
     if len(distance_a) == 0 or len(distance_b) == 0:
@@ -68,17 +79,15 @@ def compare(bundle: Bundle, query_a: str, query_b: str, embedding: str = "contra
     galaxy in ``embedding`` (from the bundle's ``embeddings/<embedding>/knn_distance``)."""
     if not bundle.has("embeddings"):
         raise BundleError(f"{bundle.path}: no embeddings section; build it with `python -m precompute build`")
-    index = bundle.json("embeddings/index.json")
+    index = bundle.read(schema.EMBEDDING_INDEX)
     if embedding not in index:
         raise ValueError(f"{bundle.path}: no embedding {embedding!r}; available: {', '.join(index)}")
-    distances = np.asarray(bundle.array(f"embeddings/{embedding}/knn_distance"))
-    if distances.shape[1] < k:
-        raise ValueError(f"{bundle.path}: {embedding} keeps {distances.shape[1]} neighbours, fewer than k = {k}")
+    distances = bundle.read(schema.EMBEDDING_KNN_DISTANCE, embedding=embedding)
     galaxies = bundle.galaxies
     a, b = select(galaxies, query_a), select(galaxies, query_b)
     if twin:
         a, b = twins(galaxies, a, b)
-    result = compare_distances(distances[a, k - 1], distances[b, k - 1])
+    result = compare_distances(typicality(distances, a, k), typicality(distances, b, k))
     return {**result, "embedding": embedding, "k": k, "twins": twin, "a": query_a, "b": query_b}
 
 

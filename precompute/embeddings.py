@@ -17,12 +17,12 @@ import time
 import numpy as np
 import pandas as pd
 
+from precompute import schema
 from precompute.bundle import BundleWriter
-
 
 # `embeddings` holds what every embedding has (the dashboard's UMAP and similarity views); each model adds its
 # own section. The fingerprint embedding's files are listed in embeddings/index.json when it is present.
-SECTIONS = ("embeddings", "contrastive", "anomaly", "image_vae")  # files: precompute.bundle.SECTION_FILES
+SECTIONS = ("embeddings", "contrastive", "anomaly", "image_vae")  # files: precompute.schema
 
 RARE_KINDS = ("agn", "disturbed", "extreme_emission")  # mock truth flags the anomaly score should find
 
@@ -64,7 +64,7 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
     writer.metrics["embeddings"] = {}
     for name, (vectors, metric, description) in embeddings.items():
         writer.metrics["embeddings"][name] = write_embedding(writer, name, vectors, galaxies, metric, config)
-    writer.json("embeddings/index.json", {name: {"dim": int(v.shape[1]), "metric": metric, "description": text}
+    writer.write(schema.EMBEDDING_INDEX, {name: {"dim": int(v.shape[1]), "metric": metric, "description": text}
                                           for name, (v, metric, text) in embeddings.items()})
     for section in ["embeddings", *models]:
         writer.section(section)
@@ -78,10 +78,10 @@ def write_embedding(writer: BundleWriter, name: str, vectors: np.ndarray, galaxi
 
     start = time.perf_counter()
     out = project_embedding(vectors, galaxies, metric, config["projections"], config["seed"])
-    for key in ("vectors", "umap", "knn", "knn_distance"):
-        writer.array(f"embeddings/{name}/{key}", out[key])
-    writer.table(f"embeddings/{name}/clusters", out["clusters"])
-    writer.table(f"embeddings/{name}/property_correlation", out["property_correlation"])
+    for spec, key in ((schema.EMBEDDING_VECTORS, "vectors"), (schema.EMBEDDING_UMAP, "umap"),
+                      (schema.EMBEDDING_KNN, "knn"), (schema.EMBEDDING_KNN_DISTANCE, "knn_distance"),
+                      (schema.EMBEDDING_CLUSTERS, "clusters"), (schema.EMBEDDING_CORRELATION, "property_correlation")):
+        writer.write(spec, out[key], embedding=name)
     figures = truth_figures(out["vectors"], galaxies, metric, out["knn_distance"], out["clusters"],
                             k=config["projections"]["n_neighbours"])
     return {**figures, "projection_seconds": round(time.perf_counter() - start, 2)}
@@ -112,9 +112,9 @@ def _contrastive(writer, galaxies, prepared, wave, config, device) -> np.ndarray
     present = [p for p in ("log_mstar", "log_age_lw", "ew_halpha") if p in galaxies]
     baseline = knn_regression_r2(cube_pca(maps, train, model), galaxies[present], train, metric="euclidean")
     pca = cube_maps.pca_
-    writer.arrays("contrastive/pca", {"wave": wave, "mean": pca.mean_, "components": pca.components_,
+    writer.write(schema.CONTRASTIVE_PCA, {"wave": wave, "mean": pca.mean_, "components": pca.components_,
                                                  "explained_variance_ratio": pca.explained_variance_ratio_})
-    writer.blob("contrastive/model.pt", _torch_bytes(model.state()))
+    writer.write(schema.CONTRASTIVE_MODEL, _torch_bytes(model.state()))
     writer.metrics["contrastive"] = {
         "seconds": round(seconds, 2), "epochs": len(model.history_), "best_epoch": model.best_epoch_,
         "n_parameters": model.n_parameters_, "pca_spectra": cube_maps.n_fit_spectra_,
@@ -167,12 +167,12 @@ def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarr
     model.fit(cubes[train], sigma[train], good[train])
     residuals = model.residuals(cubes, sigma, good)
     latent = model.transform(cubes, sigma, good)
-    writer.blob("anomaly/model.pt", _torch_bytes(model.state()))
-    writer.json("anomaly/lines.json", {"names": list(EMISSION_LINES), "wave": list(EMISSION_LINES.values()),
+    writer.write(schema.ANOMALY_MODEL, _torch_bytes(model.state()))
+    writer.write(schema.ANOMALY_LINES, {"names": list(EMISSION_LINES), "wave": list(EMISSION_LINES.values()),
                                        "n_bins": cfg["n_bins"], "crop": cfg["crop"],
                                        "snr_softening": model.snr_softening, "detection_snr": model.detection_snr})
-    writer.array("anomaly/line_residuals", residuals["line"])
-    writer.array("anomaly/spaxel_residuals", residuals["spaxel"])
+    writer.write(schema.ANOMALY_LINE_RESIDUALS, residuals["line"])
+    writer.write(schema.ANOMALY_SPAXEL_RESIDUALS, residuals["spaxel"])
     metrics = {"seconds": round(time.perf_counter() - start, 2), "final_loss": model.history_[-1]}
     for kind in RARE_KINDS:
         if kind in galaxies and 0 < galaxies[kind].astype(bool).sum() < len(galaxies):
@@ -192,12 +192,12 @@ def _image_vae(writer, galaxies, prepared, config, device) -> np.ndarray:
     model = ImageVAE(cfg["latent_dim"], cfg["band"], cfg["channels"], cfg["beta"], cfg["epochs"], cfg["batch_size"],
                      cfg["learning_rate"], seed, device).fit(images[train])
     latent = model.transform(images)
-    writer.blob("image_vae/model.pt", _torch_bytes(model.state()))
-    writer.array("image_vae/traversals", model.traversals(latent[train], cfg["traversal_steps"]))
+    writer.write(schema.IMAGE_VAE_MODEL, _torch_bytes(model.state()))
+    writer.write(schema.IMAGE_VAE_TRAVERSALS, model.traversals(latent[train], cfg["traversal_steps"]))
     table = {"feature": np.arange(latent.shape[1], dtype=np.int32)}
     for name, values in numeric_properties(galaxies).items():
         table[name] = [pearson(latent[:, j], values) for j in range(latent.shape[1])]
-    writer.table("image_vae/property_correlation", pd.DataFrame(table))
+    writer.write(schema.IMAGE_VAE_CORRELATION, pd.DataFrame(table))
     writer.metrics["image_vae"] = {"seconds": round(time.perf_counter() - start, 2), "final_loss": model.history_[-1]}
     return latent
 

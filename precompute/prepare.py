@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import sparse
 from tqdm import tqdm
 
-from precompute import images
+from precompute import images, schema
 from precompute.bundle import BundleWriter
 from precompute.config import check_inputs, load_config
 from precompute.observation import InputError, Observation
@@ -540,15 +540,15 @@ def write_core(writer: BundleWriter, galaxies: list[PreparedGalaxy], config: dic
     )
     bins.insert(1, "galaxy_index", bins.pop("galaxy_index"))
 
-    writer.table("galaxies", table)
-    writer.table("bins", bins)
-    writer.array("spectra/wave", rest_frame_grid(prep))
-    writer.array("spectra/flux", np.concatenate([g.bin_flux for g in galaxies]))
-    writer.array("spectra/ivar", np.concatenate([g.bin_ivar for g in galaxies]))
-    writer.arrays("spaxel_bins", {g.galaxy_id: g.spaxel_bins for g in galaxies})
-    writer.array("images/gri", np.stack([g.image for g in galaxies]))
+    writer.write(schema.GALAXIES, table)
+    writer.write(schema.BINS, bins)
+    writer.write(schema.WAVE, rest_frame_grid(prep))
+    writer.write(schema.FLUX, np.concatenate([g.bin_flux for g in galaxies]))
+    writer.write(schema.IVAR, np.concatenate([g.bin_ivar for g in galaxies]))
+    writer.write(schema.SPAXEL_BINS, {g.galaxy_id: g.spaxel_bins for g in galaxies})
+    writer.write(schema.IMAGES, np.stack([g.image for g in galaxies]))
     for g, path in zip(galaxies, table["thumbnail"]):
-        writer.blob(path, g.thumbnail_png)
+        writer.write(schema.THUMBNAIL, g.thumbnail_png, thumbnail=path)
     writer.metrics["prepare"] = {
         "galaxies": len(table),
         "binned_spectra": len(bins),

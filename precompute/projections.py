@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
-from precompute.compare import compare_distances
+from precompute.compare import compare_distances, typicality
 
 METRICS = ("cosine", "euclidean")
 
@@ -195,7 +195,7 @@ def truth_figures(vectors: np.ndarray, galaxies: pd.DataFrame, metric: str, knn_
     from star-forming galaxies and the KS p-value of their k-th-neighbour distances; the KS p-value of train vs
     val k-th-neighbour distances (same distribution expected). Figures whose columns are missing are left out."""
     train = galaxies["split"].to_numpy() == "train"
-    tenth = knn_distance[:, k - 1]
+    tenth = typicality(knn_distance, k=k)
     present = [p for p in properties if p in galaxies]
     figures = {f"knn_r2_{p}": r2 for p, r2 in knn_regression_r2(vectors, galaxies[present], train, k, metric).items()}
     figures["ks_p_train_vs_val"] = compare_distances(tenth[train], tenth[~train])["p_value"]

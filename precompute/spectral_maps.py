@@ -13,18 +13,15 @@ import time
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
-from tqdm.auto import tqdm
 
+from precompute import schema
 from precompute.bundle import BundleWriter
 from precompute.fingerprints import fingerprint_counts, node_scale, normalise_fingerprints
 from precompute.models.autoencoder import fingerprint_autoencoder, spectrum_autoencoder
 from precompute.models.desom import DESOM
 from precompute.models.som import SOM, adjacency, grid_coordinates
-
-
-# Bin columns that are bookkeeping, not properties of the spectrum.
-NOT_PROPERTIES = {"galaxy_index", "bin_id", "desom1_node", "desom1_qe", "desom2_node"}
-GALAXY_PREFIX = "galaxy."  # galaxy properties joined to their bins are named galaxy.<column>
+from precompute.node_statistics import member_spectra, node_properties, property_table
+from precompute.schema import GALAXY_PREFIX
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -48,94 +45,6 @@ def _desom_params(cfg: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- map summaries
-def member_spectra(flux, ivar, nodes, n_nodes: int) -> np.ndarray:
-    """float32 [4, K, n_wave]: per node the mean, 16th, 50th and 84th percentile of its members' good pixels
-    (NaN where a node has no member with a good pixel)."""
-    out = np.full((4, n_nodes, flux.shape[1]), np.nan, dtype=np.float32)
-    order = np.argsort(nodes, kind="stable")
-    bounds = np.searchsorted(nodes[order], np.arange(n_nodes + 1))
-    for k in tqdm(range(n_nodes), desc="member spectra", leave=False, disable=None):
-        members = order[bounds[k]:bounds[k + 1]]
-        if members.size:
-            values = np.where(ivar[members] > 0, flux[members], np.nan)
-            out[:, k] = _nan_percentiles(values, (16, 50, 84), with_mean=True)
-    return out
-
-
-def _nan_percentiles(values: np.ndarray, percentiles, with_mean: bool = False) -> np.ndarray:
-    """Percentiles along axis 0 ignoring NaN (numpy's linear interpolation), one sort for all of them:
-    np.nanpercentile loops over the columns in Python, ~20x slower on [members, n_wave] blocks."""
-    ordered = np.sort(values, axis=0)  # NaN sort last
-    n = np.isfinite(values).sum(0)
-    rows = []
-    if with_mean:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rows.append(np.where(n > 0, np.nansum(values, axis=0) / np.maximum(n, 1), np.nan))
-    for q in percentiles:
-        position = (np.maximum(n, 1) - 1) * q / 100.0
-        low = np.floor(position).astype(int)
-        high = np.minimum(low + 1, np.maximum(n - 1, 0))
-        below = np.take_along_axis(ordered, low[None], 0)[0]
-        above = np.take_along_axis(ordered, high[None], 0)[0]
-        rows.append(np.where(n > 0, below + (above - below) * (position - low), np.nan))
-    return np.asarray(rows)
-
-
-def property_table(bins: pd.DataFrame, galaxies: pd.DataFrame) -> pd.DataFrame:
-    """Every numeric (or boolean) property of each bin: its own columns and its galaxy's as galaxy.<column>."""
-    own = {c: bins[c] for c in bins.columns if c not in NOT_PROPERTIES and _numeric(bins[c])}
-    joined = galaxies.iloc[bins["galaxy_index"].to_numpy()].reset_index(drop=True)
-    theirs = {GALAXY_PREFIX + c: joined[c] for c in galaxies.columns if c not in NOT_PROPERTIES and _numeric(joined[c])}
-    return pd.DataFrame({k: pd.to_numeric(v, errors="coerce").astype(float).to_numpy()
-                         for k, v in {**own, **theirs}.items()})
-
-
-def _numeric(column: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
-
-
-def node_properties(properties: pd.DataFrame, nodes, n_nodes: int, n_hist: int = 20):
-    """Per-node statistics of every property over the node's members (NaNs ignored).
-
-    Returns (table with one row per (node, property): node, property, n, mean, median, p16, p84;
-    histograms {P: float32 [K, n_hist] fractions of the node's members per bin, P__edges: float64 edges}).
-    Edges span the 0.5–99.5 percentiles of all members (outliers fall in the end bins); yes/no properties get two.
-    """
-    nodes = np.asarray(nodes)
-    rows, histograms = [], {}
-    for name in properties.columns:
-        values = properties[name].to_numpy(dtype=float)
-        finite = np.isfinite(values)
-        frame = pd.DataFrame({"node": nodes[finite], "value": values[finite]})
-        grouped = frame.groupby("node")["value"]
-        stats = pd.DataFrame({"n": grouped.size(), "mean": grouped.mean(), "median": grouped.median(),
-                              "p16": grouped.quantile(0.16), "p84": grouped.quantile(0.84)})
-        stats = stats.reindex(range(n_nodes))
-        stats["n"] = stats["n"].fillna(0).astype(np.int64)
-        rows.append(stats.rename_axis("node").reset_index().assign(property=name))
-
-        edges = _histogram_edges(values[finite], n_hist)
-        which = np.clip(np.searchsorted(edges, values[finite], side="right") - 1, 0, edges.size - 2)
-        counts = np.zeros((n_nodes, edges.size - 1))
-        np.add.at(counts, (nodes[finite], which), 1.0)
-        histograms[name] = (counts / np.maximum(counts.sum(1, keepdims=True), 1.0)).astype(np.float32)
-        histograms[f"{name}__edges"] = edges
-    columns = ["node", "property", "n", "mean", "median", "p16", "p84"]
-    table = pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
-    return table, histograms
-
-
-def _histogram_edges(values: np.ndarray, n_hist: int) -> np.ndarray:
-    if values.size == 0:
-        return np.array([0.0, 1.0])
-    if np.isin(values, (0.0, 1.0)).all():
-        return np.array([-0.5, 0.5, 1.5])
-    low, high = np.percentile(values, [0.5, 99.5])
-    if not high > low:
-        low, high = values.min() - 0.5, values.max() + 0.5
-    return np.linspace(low, high, n_hist + 1)
-
-
 def node_map_smoothness(values, rows: int, cols: int, topology: str = "rectangular") -> float:
     """Pearson r between each node's value and the mean of its grid neighbours' (nodes with NaN left out);
     near 1 when a property varies smoothly across the map."""
@@ -205,20 +114,10 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     model = spectrum_desom(len(wave), cfg, seed, device).fit(flux[fit_on], ivar[fit_on] > 0)
     latent = model.encode(flux, ivar > 0)
     nodes, qe = model.bmu(latent, latent=True)
-    n_nodes = cfg["rows"] * cfg["cols"]
     bins = bins.assign(desom1_node=nodes.astype(np.int32), desom1_qe=qe.astype(np.float32))
 
-    writer.json("desom1/grid.json", {"rows": cfg["rows"], "cols": cfg["cols"], "topology": cfg["topology"],
-                                     "latent_dim": cfg["latent_dim"], "gamma": cfg["gamma"]})
-    writer.blob("desom1/model.pt", model.to_bytes())
-    writer.array("desom1/prototypes_latent", model.prototypes_.astype(np.float32))
-    writer.array("desom1/prototype_spectra", model.decoded_prototypes().astype(np.float32))
-    writer.array("desom1/member_spectra", member_spectra(flux, ivar, nodes, n_nodes))
-    writer.array("desom1/hits", np.bincount(nodes, minlength=n_nodes).astype(np.int64))
-    writer.array("desom1/umatrix", model.umatrix().astype(np.float32))
-    table, histograms = node_properties(property_table(bins, galaxies), nodes, n_nodes, cfg["histogram_bins"])
-    writer.table("desom1/node_properties", table)
-    writer.arrays("desom1/node_histograms", histograms)
+    table = write_desom1(writer, cfg, bins, galaxies, flux, ivar, model.prototypes_, model.decoded_prototypes(),
+                         model.umatrix(), model.to_bytes())
 
     metrics = {"topographic_error": model.topographic_error(latent[train], latent=True),
                "quantization_error": model.quantization_error(latent[train], latent=True),
@@ -232,20 +131,46 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     metrics["smoothness"] = {p: node_map_smoothness(medians[p].to_numpy(), cfg["rows"], cfg["cols"], cfg["topology"])
                              for p in medians.columns if not p.startswith(GALAXY_PREFIX)}
     writer.metrics["desom1"] = metrics
-    writer.section("desom1")
 
-    # Fingerprints, normalised with the training galaxies' per-node levels
-    counts = fingerprint_counts(bins["galaxy_index"].to_numpy(), nodes, len(galaxies), n_nodes)
-    train_galaxies = galaxies["split"].to_numpy() == "train"
-    scale = node_scale(counts[train_galaxies], config["fingerprints"]["clip_percentile"])
-    fingerprints = normalise_fingerprints(counts, scale, cfg["rows"], cfg["cols"])
-    writer.array("fingerprints/counts", counts)
-    writer.array("fingerprints/fingerprints", fingerprints)
-    writer.array("fingerprints/node_scale", scale)
-    writer.section("fingerprints")
-
+    fingerprints = write_fingerprints(writer, galaxies, bins, config)
     galaxy_nodes = build_desom2(writer, galaxies, fingerprints, config)
     return galaxies.assign(desom2_node=galaxy_nodes), bins, fingerprints
+
+
+def write_desom1(writer: BundleWriter, cfg: dict, bins: pd.DataFrame, galaxies: pd.DataFrame, flux, ivar,
+                 prototypes_latent, prototype_spectra, umatrix, model_bytes: bytes) -> pd.DataFrame:
+    """Write section `desom1` for bins already placed on the map (`bins.desom1_node`): the map, its member
+    spectra and node statistics. Returns the node-properties table."""
+    nodes, n_nodes = bins["desom1_node"].to_numpy(), cfg["rows"] * cfg["cols"]
+    writer.write(schema.DESOM1_GRID, {"rows": cfg["rows"], "cols": cfg["cols"], "topology": cfg["topology"],
+                                      "latent_dim": cfg["latent_dim"], "gamma": cfg["gamma"]})
+    writer.write(schema.DESOM1_MODEL, model_bytes)
+    writer.write(schema.DESOM1_PROTOTYPES_LATENT, prototypes_latent)
+    writer.write(schema.DESOM1_PROTOTYPE_SPECTRA, prototype_spectra)
+    writer.write(schema.DESOM1_MEMBER_SPECTRA, member_spectra(flux, ivar, nodes, n_nodes))
+    writer.write(schema.DESOM1_HITS, np.bincount(nodes, minlength=n_nodes))
+    writer.write(schema.DESOM1_UMATRIX, umatrix)
+    table, histograms = node_properties(property_table(bins, galaxies), nodes, n_nodes, cfg["histogram_bins"])
+    writer.write(schema.DESOM1_NODE_PROPERTIES, table)
+    writer.write(schema.DESOM1_NODE_HISTOGRAMS, histograms)
+    writer.section("desom1")
+    return table
+
+
+def write_fingerprints(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.DataFrame, config: dict) -> np.ndarray:
+    """Fingerprint every galaxy from its bins' DESOM-1 nodes, normalised with the training galaxies' per-node
+    levels; write section `fingerprints`. Returns float32 [n_galaxies, rows, cols]."""
+    rows, cols = config["desom1"]["rows"], config["desom1"]["cols"]
+    counts = fingerprint_counts(bins["galaxy_index"].to_numpy(), bins["desom1_node"].to_numpy(), len(galaxies),
+                                rows * cols)
+    train_galaxies = galaxies["split"].to_numpy() == "train"
+    scale = node_scale(counts[train_galaxies], config["fingerprints"]["clip_percentile"])
+    fingerprints = normalise_fingerprints(counts, scale, rows, cols)
+    writer.write(schema.FINGERPRINT_COUNTS, counts)
+    writer.write(schema.FINGERPRINTS, fingerprints)
+    writer.write(schema.FINGERPRINT_NODE_SCALE, scale)
+    writer.section("fingerprints")
+    return fingerprints
 
 
 def build_desom2(writer: BundleWriter, galaxies: pd.DataFrame, fingerprints: np.ndarray, config: dict) -> np.ndarray:
@@ -263,7 +188,7 @@ def build_desom2(writer: BundleWriter, galaxies: pd.DataFrame, fingerprints: np.
         quality = {"topographic_error": model.topographic_error(latent[train], latent=True),
                    "quantization_error": model.quantization_error(latent[train], latent=True),
                    "epochs": model.n_epochs_}
-        writer.blob("desom2/model.pt", model.to_bytes())
+        writer.write(schema.DESOM2_MODEL, model.to_bytes())
     elif cfg["backend"] == "minisom":
         som = SOM(cfg["rows"], cfg["cols"], cfg["topology"], n_epochs=cfg["epochs"], seed=seed,
                   backend="minisom").fit(flat[train])
@@ -274,11 +199,11 @@ def build_desom2(writer: BundleWriter, galaxies: pd.DataFrame, fingerprints: np.
     else:
         raise ValueError(f"config desom2.backend must be 'desom' or 'minisom', got {cfg['backend']!r}")
     n_nodes = cfg["rows"] * cfg["cols"]
-    writer.json("desom2/grid.json", {"rows": cfg["rows"], "cols": cfg["cols"], "topology": cfg["topology"],
+    writer.write(schema.DESOM2_GRID, {"rows": cfg["rows"], "cols": cfg["cols"], "topology": cfg["topology"],
                                      "latent_dim": cfg["latent_dim"], "backend": cfg["backend"]})
-    writer.array("desom2/prototypes", np.asarray(prototypes, dtype=np.float32))
-    writer.array("desom2/hits", np.bincount(nodes, minlength=n_nodes).astype(np.int64))
-    writer.array("desom2/umatrix", np.asarray(umatrix, dtype=np.float32))
+    writer.write(schema.DESOM2_PROTOTYPES, np.asarray(prototypes, dtype=np.float32))
+    writer.write(schema.DESOM2_HITS, np.bincount(nodes, minlength=n_nodes).astype(np.int64))
+    writer.write(schema.DESOM2_UMATRIX, np.asarray(umatrix, dtype=np.float32))
     metrics = {**quality, "backend": cfg["backend"], "seconds": time.perf_counter() - start}
     if "morphology" in galaxies:
         metrics["morphology_distance_ratio"] = same_label_distance_ratio(nodes, galaxies["morphology"], cfg["rows"],

@@ -1,24 +1,111 @@
-"""Fixtures shared by the dashboard tests: a tiny synthetic bundle, the explorer's data on it, a fresh selection."""
+"""Bundles shared by the tests, each made by the pipeline's own functions, built once per session:
+
+- `real_bundle`: a tiny real build (`precompute.build.build` on 20 mock galaxies, every model, a few epochs);
+- `synthetic_bundle`: tests/synthetic_bundle.py (fake inputs and encoder, the pipeline's code after);
+- `core_bundle`: what `python -m precompute prepare` writes for 6 mock galaxies (no model sections);
+- `survey_bundle`: 40 mock galaxies through preparation and the spectral-map stage with the build's default
+  architecture and short training (the science checks of tests/test_spectral_maps.py and test_assign.py).
+
+The dashboard tests run on both `real_bundle` and `synthetic_bundle` through the parametrized `bundle_path`.
+"""
+import numpy as np
 import pytest
+from synthetic_bundle import write_synthetic_bundle
 
 from explorer.data import ExplorerData
 from explorer.state import SelectionState
-from precompute.synthetic_bundle import write_synthetic_bundle
+from precompute import prepare, schema
+from precompute.build import build
+from precompute.bundle import Bundle, BundleWriter
+from precompute.config import load_config
+from precompute.spectral_maps import build_spectral_maps
 
-TINY = dict(n_galaxies=24, bins_per_galaxy=10, som_shape=(6, 6), som2_shape=(4, 4), dlog10_wave=2e-3, image_size=16)
+TINY_SYNTHETIC = dict(n_galaxies=24, bins_per_galaxy=10, som_shape=(6, 6), som2_shape=(4, 4), dlog10_wave=2e-3,
+                      image_size=16)
+# A real build in about a minute on 2 cores: the build's code and architectures, small maps, few epochs.
+TINY_BUILD = dict(
+    seed=7, device="cpu", mock={"galaxies": 20},
+    desom1={"rows": 6, "cols": 6, "max_train_spectra": 1500, "pretrain_epochs": 1, "epochs": 2},
+    desom2={"rows": 4, "cols": 4, "pretrain_epochs": 3, "epochs": 5},
+    contrastive={"epochs": 2, "passes_per_epoch": 1},
+    anomaly={"epochs": 2},
+    image_vae={"epochs": 2},
+)
+SURVEY_GALAXIES, SURVEY_SEED = 40, 11
+# Short training; everything that shapes the map (latent width, channels, grid, γ) stays at the build defaults.
+SURVEY_FAST = {
+    "desom1": {"max_train_spectra": 3000, "pretrain_epochs": 1, "epochs": 3},
+    "desom2": {"pretrain_epochs": 10, "epochs": 30},
+    "device": "cpu",
+}
+
+
+def tiny_build_config() -> dict:
+    return load_config(**TINY_BUILD)
+
+
+def survey_config() -> dict:
+    return load_config(seed=SURVEY_SEED, mock={"galaxies": SURVEY_GALAXIES, "format": "manga"}, **SURVEY_FAST)
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    return write_synthetic_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=5, **TINY)
+def real_bundle(tmp_path_factory):
+    return build(tiny_build_config(), tmp_path_factory.mktemp("real") / "tiny-build")
 
 
-@pytest.fixture(scope="module")
-def data(tiny_bundle):
-    """One ExplorerData per test module, as one dashboard process would load it."""
-    return ExplorerData(tiny_bundle)
+@pytest.fixture(scope="session")
+def synthetic_bundle(tmp_path_factory):
+    return write_synthetic_bundle(tmp_path_factory.mktemp("synthetic") / "tiny", seed=5, **TINY_SYNTHETIC)
+
+
+@pytest.fixture(scope="session")
+def core_bundle(tmp_path_factory):
+    config = load_config(seed=3, mock={"galaxies": 6})
+    galaxies, _ = prepare.collect(prepare.prepare_mock(6, 3, "manga", config))
+    path = tmp_path_factory.mktemp("core") / "core"
+    with BundleWriter(path, config, seed=3) as writer:
+        prepare.write_core(writer, galaxies, config)
+    return path
+
+
+@pytest.fixture(scope="session")
+def survey_bundle(tmp_path_factory) -> Bundle:
+    """Core + spectral-map sections for SURVEY_GALAXIES mock galaxies (what `python -m precompute build` writes
+    before the embeddings)."""
+    config = survey_config()
+    galaxies, skipped = prepare.collect(prepare.prepare_mock(SURVEY_GALAXIES, SURVEY_SEED, "manga", config))
+    assert skipped == 0
+    path = tmp_path_factory.mktemp("spectral_maps") / "bundle"
+    with BundleWriter(path, config, seed=SURVEY_SEED) as writer:
+        table, bins = prepare.write_core(writer, galaxies, config)
+        flux = np.concatenate([g.bin_flux for g in galaxies])
+        ivar = np.concatenate([g.bin_ivar for g in galaxies])
+        wave = prepare.rest_frame_grid(config["prepare"])
+        table, bins, _ = build_spectral_maps(writer, table, bins, wave, flux, ivar, config)
+        writer.write(schema.GALAXIES, table)
+        writer.write(schema.BINS, bins)
+    return Bundle(path)
+
+
+@pytest.fixture(scope="session", params=["real", "synthetic"])
+def bundle_path(request):
+    """Each dashboard test runs on a tiny real build and on the synthetic bundle."""
+    return request.getfixturevalue(f"{request.param}_bundle")
+
+
+@pytest.fixture(scope="session")
+def data(bundle_path):
+    """One ExplorerData per bundle, as one dashboard process would load it."""
+    return ExplorerData(bundle_path)
 
 
 @pytest.fixture
 def state(data):
     return SelectionState(data)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests on the demo-size build are the slow ones (`pytest -m "not slow"` leaves them out)."""
+    for item in items:
+        if "demo_build" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SURVEY_SEED
 
-from precompute import assign
+from precompute import assign, schema
 from precompute.formats import write_spectra_set
 from precompute.mock.survey import write_mock_survey
-from test_spectral_maps import SEED, survey_bundle  # noqa: F401  (the session-scoped bundle fixture)
 
 N_FILES = 2
 
@@ -16,10 +16,10 @@ N_FILES = 2
 @pytest.fixture(scope="module")
 def survey_files(tmp_path_factory):
     """The first galaxies of the bundle's own mock survey, written as MaNGA cubes with their drpall catalogue."""
-    return write_mock_survey(tmp_path_factory.mktemp("mock_files"), N_FILES, SEED, "manga", progress=False)
+    return write_mock_survey(tmp_path_factory.mktemp("mock_files"), N_FILES, SURVEY_SEED, "manga", progress=False)
 
 
-def test_assign_reproduces_the_bundles_maps_for_its_own_files(survey_bundle, survey_files, tmp_path):  # noqa: F811
+def test_assign_reproduces_the_bundles_maps_for_its_own_files(survey_bundle, survey_files, tmp_path):
     out = tmp_path / "placed.csv"
     argv = [*map(str, survey_files["cubes"]), "--bundle", str(survey_bundle.path), "--out", str(out),
             "--catalogue", str(survey_files["catalogue"])]
@@ -32,25 +32,25 @@ def test_assign_reproduces_the_bundles_maps_for_its_own_files(survey_bundle, sur
         assert len(rows) == len(own) > 0
         np.testing.assert_array_equal(rows["node"].to_numpy(), own.loc[rows["spectrum"], "desom1_node"].to_numpy())
         np.testing.assert_allclose(rows["qe"], own.loc[rows["spectrum"], "desom1_qe"], rtol=1e-4)
-        cols = survey_bundle.json("desom1/grid.json")["cols"]
+        cols = survey_bundle.read(schema.DESOM1_GRID)["cols"]
         np.testing.assert_array_equal(rows["bmu_row"] * cols + rows["bmu_col"], rows["node"])
         assert rows["recon_error"].between(0, 0.2).all()
         g = int(np.flatnonzero(galaxies["galaxy_id"] == galaxy_id)[0])
         assert (rows["desom2_node"] == galaxies["desom2_node"].iloc[g]).all()
         # The fingerprint string lists the bundle's fingerprint of that galaxy.
-        fingerprint = survey_bundle.array("fingerprints/fingerprints")[g].ravel()
+        fingerprint = survey_bundle.read(schema.FINGERPRINTS)[g].ravel()
         pairs = dict(item.split(":") for item in rows["fingerprint"].iloc[0].split())
         assert {int(k) for k in pairs} == set(np.flatnonzero(np.round(fingerprint, 2)))
         # Member medians of each node's properties come along.
-        table = survey_bundle.table("desom1/node_properties")
+        table = survey_bundle.read(schema.DESOM1_NODE_PROPERTIES)
         ages = table[table["property"] == "log_age_lw"].set_index("node")["median"]
         np.testing.assert_allclose(rows["median_log_age_lw"], ages.loc[rows["node"]].to_numpy())
 
 
-def test_inputs_the_bundle_cannot_represent_get_an_error_row(survey_bundle, tmp_path):  # noqa: F811
+def test_inputs_the_bundle_cannot_represent_get_an_error_row(survey_bundle, tmp_path):
     wave = np.asarray(survey_bundle.wave)
-    spectrum = np.asarray(survey_bundle.array("spectra/flux"))[0]
-    ivar = np.asarray(survey_bundle.array("spectra/ivar"))[0]
+    spectrum = np.asarray(survey_bundle.read(schema.FLUX))[0]
+    ivar = np.asarray(survey_bundle.read(schema.IVAR))[0]
     # Rest-frame (z = 0) spectra on a slightly wider grid: one like a bundle spectrum, one fully masked.
     wide = np.concatenate([[wave[0] * 0.99], wave, [wave[-1] * 1.01]])
     flux = np.vstack([np.r_[spectrum[0], spectrum, spectrum[-1]]] * 2)
@@ -69,7 +69,7 @@ def test_inputs_the_bundle_cannot_represent_get_an_error_row(survey_bundle, tmp_
     good, masked, too_short, absent = (placed.iloc[i] for i in range(4))
     assert good["error"] == "" and good["spectrum"] == 0
     # Re-preparing masks the sky-line pixels again (at z = 0 they fall on the spectrum): same or adjacent node.
-    cols = survey_bundle.json("desom1/grid.json")["cols"]
+    cols = survey_bundle.read(schema.DESOM1_GRID)["cols"]
     own = survey_bundle.bins["desom1_node"].iloc[0]
     assert abs(good["node"] // cols - own // cols) + abs(good["node"] % cols - own % cols) <= 1
     assert masked["spectrum"] == 1 and "masked" in masked["error"]

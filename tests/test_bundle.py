@@ -5,18 +5,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precompute.bundle import CORE_FILES, Bundle, BundleError, BundleWriter, config_hash, register_section
+from precompute import schema
+from precompute.bundle import Bundle, BundleError, BundleWriter, config_hash
 
 
 def write_minimal(path, config=None, sections=()):
     with BundleWriter(path, config or {"seed": 1}, seed=1) as w:
-        w.table("galaxies", pd.DataFrame({"galaxy_id": ["a", "b"], "split": ["train", "val"]}))
-        w.table("bins", pd.DataFrame({"galaxy_id": ["a"], "galaxy_index": [0]}))
-        w.array("spectra/wave", np.linspace(3650, 7000, 5))
-        w.array("spectra/flux", np.ones((1, 5), np.float32))
-        w.array("spectra/ivar", np.ones((1, 5), np.float32))
-        w.arrays("spaxel_bins", {"a": np.zeros((2, 2), np.int32)})
-        w.array("images/gri", np.zeros((2, 3, 4, 4), np.float32))
+        w.write(schema.GALAXIES, pd.DataFrame({"galaxy_id": ["a", "b"], "split": ["train", "val"]}))
+        w.write(schema.BINS, pd.DataFrame({"galaxy_id": ["a"], "galaxy_index": [0]}))
+        w.write(schema.WAVE, np.linspace(3650, 7000, 5))
+        w.write(schema.FLUX, np.ones((1, 5), np.float32))
+        w.write(schema.IVAR, np.ones((1, 5), np.float32))
+        w.write(schema.SPAXEL_BINS, {"a": np.zeros((2, 2), np.int32)})
+        w.write(schema.IMAGES, np.zeros((2, 3, 4, 4), np.float32))
         for s in sections:
             w.section(s)
     return path
@@ -25,8 +26,8 @@ def write_minimal(path, config=None, sections=()):
 def test_round_trip_and_manifest(tmp_path):
     b = Bundle(write_minimal(tmp_path / "demo", {"seed": 1, "x": [1, 2]}))
     assert list(b.galaxies.galaxy_id) == ["a", "b"]
-    assert b.array("spectra/flux").shape == (1, 5)
-    assert b.arrays("spaxel_bins")["a"].shape == (2, 2)
+    assert b.read(schema.FLUX).shape == (1, 5)
+    assert b.read(schema.SPAXEL_BINS)["a"].shape == (2, 2)
     assert b.manifest["config_hash"] == config_hash({"seed": 1, "x": [1, 2]})
     assert b.id.startswith("demo-")
     assert not list(tmp_path.glob(".demo.tmp-*")), "temporary folder left behind"
@@ -42,7 +43,7 @@ def test_failed_write_keeps_the_old_bundle(tmp_path):
     before = (path / "manifest.json").read_text()
     with pytest.raises(RuntimeError, match="boom"):
         with BundleWriter(path, {"seed": 2}, seed=2) as w:
-            w.table("galaxies", pd.DataFrame({"galaxy_id": ["z"]}))
+            w.write(schema.GALAXIES, pd.DataFrame({"galaxy_id": ["z"]}))
             raise RuntimeError("boom")
     assert (path / "manifest.json").read_text() == before
     assert list(Bundle(path).galaxies.galaxy_id) == ["a", "b"]
@@ -72,7 +73,20 @@ def test_reader_names_missing_files_and_versions(tmp_path):
 
 
 def test_sections_are_checked(tmp_path):
-    register_section("test_section", ("test_section/values.npy",))
-    with pytest.raises(BundleError, match="without test_section/values.npy"):
-        write_minimal(tmp_path / "demo", sections=["test_section"])
-    assert set(CORE_FILES) >= {"galaxies.parquet", "bins.parquet", "manifest.json"}
+    with pytest.raises(BundleError, match="without desom2/grid.json"):
+        write_minimal(tmp_path / "demo", sections=["desom2"])
+    with pytest.raises(KeyError, match="unknown bundle section 'nonsense'"):
+        write_minimal(tmp_path / "demo", sections=["nonsense"])
+
+
+def test_writer_takes_declared_dtypes_and_refuses_other_kinds(tmp_path):
+    with pytest.raises(RuntimeError, match="not kept"):
+        with BundleWriter(tmp_path / "b", {}, seed=0) as w:
+            w.write(schema.WAVE, np.linspace(3650, 7000, 5, dtype=np.float32))
+            assert np.load(w._tmp / schema.WAVE.path).dtype == np.float64  # cast to the declared dtype
+            with pytest.raises(BundleError, match="desom1/hits.npy: got float64 values, declared int64"):
+                w.write(schema.DESOM1_HITS, np.ones(4))
+            with pytest.raises(BundleError, match=r"spectra/flux.npy: got shape \(5,\)"):
+                w.write(schema.FLUX, np.ones(5, np.float32))
+            raise RuntimeError("not kept")
+    assert list(tmp_path.iterdir()) == []

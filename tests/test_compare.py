@@ -1,16 +1,19 @@
-"""Population comparison: 10th-neighbour distances, KS test, mass/morphology twins, and the CLI."""
+"""Population comparison: typicality (10th-neighbour distance), KS test, mass/morphology twins, the CLI, and the
+dashboard giving the same figures as the CLI."""
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.neighbors import NearestNeighbors
 
+from explorer import comparison
+from explorer.data import ExplorerData
+from precompute import schema
 from precompute.__main__ import main as precompute_main
 from precompute.bundle import BundleWriter
 from precompute.compare import compare_distances, select, twins
 from precompute.config import DEFAULT_CONFIG
-from precompute.bundle import EMBEDDING_FILES, embedding_files
+from precompute.embeddings import write_embedding
 
 N = 120
 
@@ -31,38 +34,23 @@ def population():
     return vectors, galaxies
 
 
-def knn_distance(vectors, train, k=10):
-    """Cosine distance to the k nearest training galaxies, self excluded (as the bundle stores it)."""
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    cos = 1 - unit @ unit[train].T
-    cos[np.flatnonzero(train), np.arange(train.sum())] = np.inf
-    return np.sort(cos, axis=1)[:, :k].astype(np.float32)
-
-
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    """A minimal bundle: core files plus an `embeddings` section with the contrastive files."""
+def planted_bundle(tmp_path_factory):
+    """A minimal bundle: placeholder core files plus a planted contrastive embedding, projected by the build's
+    own `write_embedding` (neighbours, UMAP, clusters)."""
     vectors, galaxies = population()
-    train = (galaxies["split"] == "train").to_numpy()
     path = tmp_path_factory.mktemp("compare") / "bundle"
     with BundleWriter(path, DEFAULT_CONFIG, seed=0) as writer:
-        writer.table("galaxies", galaxies)
-        writer.table("bins", pd.DataFrame({"galaxy_id": galaxies["galaxy_id"], "galaxy_index": np.arange(N, dtype=np.int32),
+        writer.write(schema.GALAXIES, galaxies)
+        writer.write(schema.BINS, pd.DataFrame({"galaxy_id": galaxies["galaxy_id"], "galaxy_index": np.arange(N, dtype=np.int32),
                                            "bin_id": np.zeros(N, np.int32)}))
-        writer.array("spectra/wave", np.linspace(3650, 7000, 5))
-        writer.array("spectra/flux", np.ones((N, 5), np.float32))
-        writer.array("spectra/ivar", np.ones((N, 5), np.float32))
-        writer.arrays("spaxel_bins", {g: np.zeros((1, 1), np.int32) for g in galaxies["galaxy_id"]})
-        writer.array("images/gri", np.zeros((N, 3, 4, 4), np.float32))
-        distance = knn_distance(vectors, train)
-        nearest = NearestNeighbors(n_neighbors=10).fit(vectors[train]).kneighbors(vectors)[1]
-        files = {"vectors": vectors.astype(np.float32), "umap": vectors[:, :2].astype(np.float32),
-                 "knn": np.flatnonzero(train)[nearest].astype(np.int32), "knn_distance": distance}
-        for name, values in files.items():
-            writer.array(f"embeddings/contrastive/{name}", values)
-        writer.table("embeddings/contrastive/clusters", pd.DataFrame({"kmeans_k2": np.zeros(N, np.int32)}))
-        writer.table("embeddings/contrastive/property_correlation", pd.DataFrame({"component": [0]}))
-        writer.json("embeddings/index.json", {"contrastive": {"dim": 8, "metric": "cosine", "description": "test"}})
+        writer.write(schema.WAVE, np.linspace(3650, 7000, 5))
+        writer.write(schema.FLUX, np.ones((N, 5), np.float32))
+        writer.write(schema.IVAR, np.ones((N, 5), np.float32))
+        writer.write(schema.SPAXEL_BINS, {g: np.zeros((1, 1), np.int32) for g in galaxies["galaxy_id"]})
+        writer.write(schema.IMAGES, np.zeros((N, 3, 4, 4), np.float32))
+        write_embedding(writer, "contrastive", vectors, galaxies, "cosine", DEFAULT_CONFIG)
+        writer.write(schema.EMBEDDING_INDEX, {"contrastive": {"dim": 8, "metric": "cosine", "description": "test"}})
         writer.section("embeddings")
     return path
 
@@ -73,8 +61,8 @@ def run_cli(capsys, *args):
     return code, captured.out, captured.err
 
 
-def test_cli_finds_quenched_and_star_forming_differ(bundle_path, capsys):
-    code, out, _ = run_cli(capsys, "--bundle", str(bundle_path), "--a", "quenched", "--b", "not quenched")
+def test_cli_finds_quenched_and_star_forming_differ(planted_bundle, capsys):
+    code, out, _ = run_cli(capsys, "--bundle", str(planted_bundle), "--a", "quenched", "--b", "not quenched")
     assert code == 0
     result = json.loads(out)
     assert result["n_a"] == N // 2 and result["n_b"] == N // 2
@@ -82,29 +70,29 @@ def test_cli_finds_quenched_and_star_forming_differ(bundle_path, capsys):
     assert result["median_a"] < result["median_b"]  # the tight population has closer neighbours
 
 
-def test_cli_train_vs_val_same_distribution(bundle_path, capsys):
-    code, out, _ = run_cli(capsys, "--bundle", str(bundle_path), "--a", "split == 'train' and quenched",
+def test_cli_train_vs_val_same_distribution(planted_bundle, capsys):
+    code, out, _ = run_cli(capsys, "--bundle", str(planted_bundle), "--a", "split == 'train' and quenched",
                            "--b", "split == 'val' and quenched")
     result = json.loads(out)
     assert code == 0 and result["p_value"] > 0.05
 
 
-def test_cli_twins_restricts_to_same_morphology_and_mass(bundle_path, capsys):
-    _, out_all, _ = run_cli(capsys, "--bundle", str(bundle_path), "--a", "quenched", "--b", "not quenched")
-    code, out, _ = run_cli(capsys, "--bundle", str(bundle_path), "--a", "quenched", "--b", "not quenched", "--twins")
+def test_cli_twins_restricts_to_same_morphology_and_mass(planted_bundle, capsys):
+    _, out_all, _ = run_cli(capsys, "--bundle", str(planted_bundle), "--a", "quenched", "--b", "not quenched")
+    code, out, _ = run_cli(capsys, "--bundle", str(planted_bundle), "--a", "quenched", "--b", "not quenched", "--twins")
     every, result = json.loads(out_all), json.loads(out)
     assert code == 0 and result["twins"] is True
     # star-forming Sb galaxies have no E twin: the B sample shrinks; so does A (mass offset of 1 dex)
     assert 0 < result["n_b"] < every["n_b"] and 0 < result["n_a"] < every["n_a"]
 
 
-def test_cli_errors_are_one_clear_line(bundle_path, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "--bundle", str(bundle_path), "--a", "no_such_column > 1", "--b", "quenched")
+def test_cli_errors_are_one_clear_line(planted_bundle, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--bundle", str(planted_bundle), "--a", "no_such_column > 1", "--b", "quenched")
     assert code == 1 and "no_such_column" in err and "columns:" in err
-    code, _, err = run_cli(capsys, "--bundle", str(bundle_path), "--a", "quenched", "--b", "quenched",
+    code, _, err = run_cli(capsys, "--bundle", str(planted_bundle), "--a", "quenched", "--b", "quenched",
                            "--embedding", "nope")
     assert code == 1 and "available: contrastive" in err
-    code, _, err = run_cli(capsys, "--bundle", str(bundle_path), "--a", "log_mstar > 99", "--b", "quenched")
+    code, _, err = run_cli(capsys, "--bundle", str(planted_bundle), "--a", "log_mstar > 99", "--b", "quenched")
     assert code == 1 and "both populations need galaxies" in err
     code, _, err = run_cli(capsys, "--bundle", str(tmp_path / "missing"), "--a", "quenched", "--b", "quenched")
     assert code == 1 and "manifest.json missing" in err
@@ -132,5 +120,20 @@ def test_select_and_compare_distances():
     assert same["p_value"] > 0.01 and shifted["p_value"] < 1e-6 and shifted["ks"] > same["ks"]
 
 
-def test_section_declares_the_documented_embedding_files():
-    assert embedding_files("x") == tuple(f"embeddings/x/{f}" for f in EMBEDDING_FILES)
+def test_every_embedding_file_is_declared_per_embedding():
+    assert {spec.at(embedding="x") for spec in schema.EMBEDDING_FILES} == {
+        f"embeddings/x/{f}" for f in ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
+                                      "property_correlation.parquet")}
+
+
+def test_dashboard_and_cli_give_the_same_statistic_and_p_value(real_bundle, capsys):
+    data = ExplorerData(real_bundle)
+    quenched = data.galaxies["quenched"].to_numpy(bool)
+    assert 2 <= quenched.sum() <= len(quenched) - 2, "the tiny build needs both populations"
+    for embedding in data.embeddings:
+        page = comparison.compare(data, embedding, np.flatnonzero(quenched), np.flatnonzero(~quenched))
+        code, out, err = run_cli(capsys, "--bundle", str(real_bundle), "--a", "quenched", "--b", "not quenched",
+                                 "--embedding", embedding)
+        cli = json.loads(out)
+        assert code == 0, err
+        assert page["statistic"] == cli["ks"] and page["pvalue"] == cli["p_value"], embedding

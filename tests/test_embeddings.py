@@ -1,14 +1,16 @@
 """Galaxy embeddings on the mock survey: inputs, models and the build stage, checked against the mock truth.
 
-One session-scoped build (the demo-size mock survey through `build_embeddings`) serves every test that needs
-trained models; the unit tests of the inputs and augmentations use tiny hand-made arrays.
+One session-scoped build (the README's demo bundle, `python -m precompute build`) serves every test that needs
+trained models (marked slow); the unit tests of the inputs and augmentations use tiny hand-made arrays.
 """
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from precompute.bundle import Bundle, BundleWriter
+from precompute import schema
+from precompute.build import build as build_bundle
+from precompute.bundle import Bundle
 from precompute.config import load_config
 from precompute.cube_maps import (
     EMISSION_LINES,
@@ -30,7 +32,8 @@ from precompute.models.augment import (
 from precompute.models.contrastive import nt_xent, retrieval_accuracy
 from precompute.models.convlstm import ConvLSTM2D, LineCubeAutoencoder
 from precompute.models.image_vae import log_scaled
-from precompute.prepare import collect, prepare_mock, rest_frame_grid, write_core
+from precompute.prepare import collect, prepare_mock, rest_frame_grid
+from precompute.schema import validate
 
 N_GALAXIES, SEED = 160, 42
 # The README's demo build (`python -m precompute build`): its size, seed and configuration, so the figures checked
@@ -40,89 +43,86 @@ CONFIG = load_config(seed=SEED, device="cpu", mock={"galaxies": N_GALAXIES})
 
 # ------------------------------------------------------------------------------------------- the build, once
 @pytest.fixture(scope="session")
-def build(tmp_path_factory):
-    prepared, _ = collect(prepare_mock(N_GALAXIES, SEED, CONFIG["mock"]["format"], CONFIG))
-    path = tmp_path_factory.mktemp("embeddings") / "bundle"
-    rng = np.random.default_rng(0)
-    with BundleWriter(path, CONFIG, seed=SEED) as writer:
-        galaxies, _ = write_core(writer, prepared, CONFIG)
-        fingerprints = rng.random((len(galaxies), 4, 4)).astype(np.float32)  # stands in for the DESOM stage
-        galaxies = build_embeddings(writer, galaxies, prepared, CONFIG, fingerprints)
-        writer.table("galaxies", galaxies)
-        metrics = writer.metrics
-    return {"bundle": Bundle(path), "galaxies": galaxies, "metrics": metrics, "prepared": prepared}
+def demo_build(tmp_path_factory):
+    """The README's demo bundle, built by `python -m precompute build`'s own function (marked slow: conftest)."""
+    bundle = Bundle(build_bundle(CONFIG, tmp_path_factory.mktemp("embeddings") / "demo"))
+    return {"bundle": bundle, "galaxies": bundle.galaxies, "metrics": bundle.metrics}
 
 
-def test_bundle_sections_and_shapes(build):
-    bundle, galaxies = build["bundle"], build["galaxies"]
+def test_the_demo_bundle_is_valid(demo_build):
+    assert validate(demo_build["bundle"].path) == []
+
+
+def test_bundle_sections_and_shapes(demo_build):
+    bundle, galaxies = demo_build["bundle"], demo_build["galaxies"]
     n = len(galaxies)
     assert set(SECTIONS) <= set(bundle.manifest["sections"])
-    index = bundle.json("embeddings/index.json")
+    index = bundle.read(schema.EMBEDDING_INDEX)
     assert set(index) == {"contrastive", "anomaly", "image_vae", "fingerprint"}
     assert index["contrastive"] == {"dim": 512, "metric": "cosine", "description": index["contrastive"]["description"]}
     for name, meta in index.items():
-        assert bundle.array(f"embeddings/{name}/vectors").shape == (n, meta["dim"])
-        assert bundle.array(f"embeddings/{name}/umap").shape == (n, 2)
-        assert bundle.array(f"embeddings/{name}/knn").shape == (n, 10)
-        assert bundle.table(f"embeddings/{name}/clusters").shape == (n, 8)
-        assert np.isfinite(bundle.array(f"embeddings/{name}/vectors")).all()
+        assert bundle.read(schema.EMBEDDING_VECTORS, embedding=name).shape == (n, meta["dim"])
+        assert bundle.read(schema.EMBEDDING_UMAP, embedding=name).shape == (n, 2)
+        assert bundle.read(schema.EMBEDDING_KNN, embedding=name).shape == (n, 10)
+        assert bundle.read(schema.EMBEDDING_CLUSTERS, embedding=name).shape == (n, 8)
+        assert np.isfinite(bundle.read(schema.EMBEDDING_VECTORS, embedding=name)).all()
     assert index["image_vae"]["dim"] == CONFIG["image_vae"]["latent_dim"]
-    assert bundle.array("anomaly/line_residuals").shape == (n, len(EMISSION_LINES))
-    assert bundle.array("anomaly/spaxel_residuals").shape == (n, 32, 32)
-    assert bundle.array("image_vae/traversals").shape == (CONFIG["image_vae"]["latent_dim"], 7, 64, 64)
-    assert bundle.json("anomaly/lines.json")["names"] == list(EMISSION_LINES)
+    assert bundle.read(schema.ANOMALY_LINE_RESIDUALS).shape == (n, len(EMISSION_LINES))
+    assert bundle.read(schema.ANOMALY_SPAXEL_RESIDUALS).shape == (n, 32, 32)
+    assert bundle.read(schema.IMAGE_VAE_TRAVERSALS).shape == (CONFIG["image_vae"]["latent_dim"], 7, 64, 64)
+    assert bundle.read(schema.ANOMALY_LINES)["names"] == list(EMISSION_LINES)
     assert "anomaly_score" in bundle.galaxies and np.isfinite(bundle.galaxies["anomaly_score"]).all()
-    table = bundle.table("image_vae/property_correlation")
+    table = bundle.read(schema.IMAGE_VAE_CORRELATION)
     assert len(table) == CONFIG["image_vae"]["latent_dim"] and "log_mstar" in table
     model = torch.load(bundle.path / "contrastive" / "model.pt", weights_only=False)
     assert model["network"]["n_features"] == 512
 
 
-def test_contrastive_network_size_and_early_stopping(build):
-    c = build["metrics"]["contrastive"]
+def test_contrastive_network_size_and_early_stopping(demo_build):
+    c = demo_build["metrics"]["contrastive"]
     assert 1.5e6 < c["n_parameters"] < 3e6  # ~2M, in the spirit of seed 000 Table A.1
     assert c["epochs"] <= CONFIG["contrastive"]["epochs"]
     assert c["best_epoch"] <= c["epochs"] - 1
 
 
-def test_augmented_view_retrieval_of_held_out_galaxies(build):
-    assert build["metrics"]["contrastive"]["augmented_retrieval_val"] >= 0.9
+def test_augmented_view_retrieval_of_held_out_galaxies(demo_build):
+    assert demo_build["metrics"]["contrastive"]["augmented_retrieval_val"] >= 0.9
 
 
-def test_knn_regression_of_held_out_properties(build):
-    figures = build["metrics"]["embeddings"]["contrastive"]
+def test_knn_regression_of_held_out_properties(demo_build):
+    figures = demo_build["metrics"]["embeddings"]["contrastive"]
     assert figures["knn_r2_log_mstar"] >= 0.7
     # reported beside it: age, EW(Hα), and the PCA-of-cube baseline
     for prop in ("log_age_lw", "ew_halpha"):
         assert np.isfinite(figures[f"knn_r2_{prop}"])
-        assert np.isfinite(build["metrics"]["contrastive"][f"baseline_cube_pca_knn_r2_{prop}"])
+        assert np.isfinite(demo_build["metrics"]["contrastive"][f"baseline_cube_pca_knn_r2_{prop}"])
 
 
-def test_two_means_separates_quenched_from_star_forming(build):
-    assert build["metrics"]["embeddings"]["contrastive"]["kmeans_k2_quenched_accuracy"] >= 0.85
+def test_two_means_separates_quenched_from_star_forming(demo_build):
+    assert demo_build["metrics"]["embeddings"]["contrastive"]["kmeans_k2_quenched_accuracy"] >= 0.85
 
 
-def test_tenth_neighbour_distances_train_vs_val_and_quenched_vs_star_forming(build):
-    figures = build["metrics"]["embeddings"]["contrastive"]
+def test_tenth_neighbour_distances_train_vs_val_and_quenched_vs_star_forming(demo_build):
+    figures = demo_build["metrics"]["embeddings"]["contrastive"]
     assert figures["ks_p_train_vs_val"] > 0.05
     assert figures["ks_p_quenched_vs_star_forming"] < 0.01
 
 
-def test_recorded_figures_are_those_of_the_bundle_arrays(build):
+def test_recorded_figures_are_those_of_the_bundle_arrays(demo_build):
     from scipy.stats import ks_2samp
 
-    bundle, galaxies = build["bundle"], build["galaxies"]
+    bundle, galaxies = demo_build["bundle"], demo_build["galaxies"]
     quenched, train = galaxies["quenched"].to_numpy(), (galaxies["split"] == "train").to_numpy()
-    for name, figures in build["metrics"]["embeddings"].items():
-        labels = bundle.table(f"embeddings/{name}/clusters")["kmeans_k2"].to_numpy()
+    for name, figures in demo_build["metrics"]["embeddings"].items():
+        labels = bundle.read(schema.EMBEDDING_CLUSTERS, embedding=name)["kmeans_k2"].to_numpy()
         agreement = np.mean(labels == quenched)
         assert figures["kmeans_k2_quenched_accuracy"] == pytest.approx(max(agreement, 1 - agreement)), name
-        tenth = np.asarray(bundle.array(f"embeddings/{name}/knn_distance"))[:, 9]
+        tenth = np.asarray(bundle.read(schema.EMBEDDING_KNN_DISTANCE, embedding=name))[:, 9]
         assert figures["ks_p_train_vs_val"] == pytest.approx(ks_2samp(tenth[train], tenth[~train]).pvalue), name
 
 
-def test_anomaly_scores_rank_agn_and_disturbed_high(build):
-    galaxies = build["galaxies"]
+def test_anomaly_scores_rank_agn_and_disturbed_high(demo_build):
+    galaxies = demo_build["galaxies"]
     rare = (galaxies["agn"] | galaxies["disturbed"]).to_numpy()
     assert 0 < rare.sum() < len(galaxies)
     score = galaxies["anomaly_score"].to_numpy()
@@ -132,38 +132,40 @@ def test_anomaly_scores_rank_agn_and_disturbed_high(build):
     assert np.median(score[rare]) > np.median(score)
 
 
-def test_anomaly_residuals_explain_the_score(build):
-    bundle, galaxies = build["bundle"], build["galaxies"]
-    lines = np.asarray(bundle.array("anomaly/line_residuals"))
-    spaxels = np.asarray(bundle.array("anomaly/spaxel_residuals"))
+def test_anomaly_residuals_explain_the_score(demo_build):
+    bundle, galaxies = demo_build["bundle"], demo_build["galaxies"]
+    lines = np.asarray(bundle.read(schema.ANOMALY_LINE_RESIDUALS))
+    spaxels = np.asarray(bundle.read(schema.ANOMALY_SPAXEL_RESIDUALS))
     # spaxels outside the crop's IFU coverage have no residual; the score is the mean over the good voxels
     assert np.isnan(spaxels).any() and np.isfinite(spaxels).any()
     worst = int(np.argmax(galaxies["anomaly_score"]))
     assert np.nanmax(lines[worst]) >= galaxies["anomaly_score"].iloc[worst]
 
 
-def test_image_vae_latents_follow_properties(build):
-    table = build["bundle"].table("image_vae/property_correlation")
+def test_image_vae_latents_follow_properties(demo_build):
+    table = demo_build["bundle"].table("image_vae/property_correlation")
     # the images show size and brightness: some feature correlates with the half-light radius
     assert np.nanmax(np.abs(table["re_arcsec"])) > 0.4
 
 
-def test_compare_on_the_built_bundle(build):
+def test_compare_on_the_built_bundle(demo_build):
     from precompute.compare import compare
 
-    result = compare(build["bundle"], "quenched", "not quenched")
-    galaxies = build["galaxies"]
+    result = compare(demo_build["bundle"], "quenched", "not quenched")
+    galaxies = demo_build["galaxies"]
     assert (result["n_a"], result["n_b"]) == (galaxies["quenched"].sum(), (~galaxies["quenched"]).sum())
     # the CLI's test is the build's recorded figure (same 10th-neighbour distances, same KS test)
-    figures = build["metrics"]["embeddings"]["contrastive"]
+    figures = demo_build["metrics"]["embeddings"]["contrastive"]
     assert result["p_value"] == pytest.approx(figures["ks_p_quenched_vs_star_forming"])
-    twins = compare(build["bundle"], "quenched", "not quenched", twin=True)
+    twins = compare(demo_build["bundle"], "quenched", "not quenched", twin=True)
     assert twins["n_a"] <= result["n_a"] and twins["n_b"] <= result["n_b"]
 
 
-def test_prepared_galaxies_must_match_the_table(build):
+def test_prepared_galaxies_must_match_the_table():
+    prepared, _ = collect(prepare_mock(2, SEED, "manga", CONFIG))
+    reversed_table = pd.DataFrame({"galaxy_id": [g.galaxy_id for g in prepared][::-1]})
     with pytest.raises(ValueError, match="same order"):
-        build_embeddings(None, build["galaxies"].iloc[::-1], build["prepared"], CONFIG, None)
+        build_embeddings(None, reversed_table, prepared, CONFIG, None)
 
 
 # ------------------------------------------------------------------------------- inputs: maps and line cubes
@@ -339,6 +341,6 @@ def test_log_scaled_images():
         log_scaled(images[:, :2], "r")
 
 
-def test_galaxy_table_is_returned_with_the_anomaly_score(build):
-    assert isinstance(build["galaxies"], pd.DataFrame)
-    assert build["galaxies"]["anomaly_score"].dtype == np.float32
+def test_galaxy_table_is_returned_with_the_anomaly_score(demo_build):
+    assert isinstance(demo_build["galaxies"], pd.DataFrame)
+    assert demo_build["galaxies"]["anomaly_score"].dtype == np.float32

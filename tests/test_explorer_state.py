@@ -5,7 +5,6 @@ import pytest
 from explorer.data import ExplorerData, column_kind, resolve_bundle_path
 from explorer.state import SelectionState
 from precompute.bundle import BundleError
-from precompute.synthetic_bundle import write_synthetic_bundle
 
 
 def test_nothing_selected_means_whole_survey(data, state):
@@ -93,7 +92,7 @@ def test_columns_and_derived_agreement(data):
     assert len(agreement) == 1
     values = data.galaxies[agreement[0]]
     assert values.between(0, 1).all() and kinds[agreement[0]] == "numeric"
-    assert column_kind(data.galaxies["galaxy_id"]) is None  # 24 distinct strings: an identifier
+    assert column_kind(data.galaxies["galaxy_id"]) is None  # every value distinct: an identifier
 
 
 def test_node_statistic_is_median_of_member_spectra(data):
@@ -114,9 +113,8 @@ def test_bundle_path_resolution(tmp_path):
         ExplorerData(tmp_path / "nothing-here")
 
 
-def test_bundle_without_optional_sections(tmp_path):
-    data = ExplorerData(write_synthetic_bundle(tmp_path / "core", sections=(), n_galaxies=6, bins_per_galaxy=4,
-                                               dlog10_wave=2e-3, image_size=16))
+def test_bundle_without_optional_sections(core_bundle):
+    data = ExplorerData(core_bundle)
     assert data.desom1 is None and data.desom2 is None and data.embeddings == {}
     state = SelectionState(data)
     state.select_galaxies([0, 1], how="core only")

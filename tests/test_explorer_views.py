@@ -16,7 +16,8 @@ from panel.io.state import set_curdoc
 from explorer import comparison, gallery, prototype_spectra, samp, scatter, selection_table, som_grid
 from explorer.colours import category_colours
 from explorer.layout import create_app
-from precompute.synthetic_bundle import write_synthetic_bundle
+from precompute import schema
+from precompute.compare import typicality
 
 
 def render(view):
@@ -89,7 +90,7 @@ def test_hit_map_counts_selected_spectra(data, state):
     expected[expected == 0] = np.nan
     assert np.array_equal(element.dimension_values("value"), expected, equal_nan=True)
     umatrix = som_grid.som_map(data, "desom1", som_grid.MODES[2], state.node_hits, state.colour_by)
-    assert np.allclose(umatrix.dimension_values("value"), data.bundle.array("desom1/umatrix").ravel())
+    assert np.allclose(umatrix.dimension_values("value"), data.bundle.read(schema.DESOM1_UMATRIX).ravel())
     with pytest.raises(ValueError, match="unknown SOM colouring"):
         som_grid.som_map(data, "desom1", "rainbow", state.node_hits, state.colour_by)
 
@@ -98,7 +99,7 @@ def test_som_tap_selects_nodes_and_selection_recolours(data, state):
     grids = som_grid.SomGrids(data, state)
     doc = render(grids.view)
     desom1, desom2 = grids.maps["desom1"], grids.maps["desom2"]
-    busiest = int(np.argmax(data.bundle.array("desom1/hits")))
+    busiest = int(np.argmax(data.bundle.read(schema.DESOM1_HITS)))
     with set_curdoc(doc):
         desom1.tap.event(index=[busiest])
     assert state.nodes == [busiest]
@@ -106,7 +107,7 @@ def test_som_tap_selects_nodes_and_selection_recolours(data, state):
     source = desom1._handles[0]["source"]
     assert source.selected.indices == [busiest]
     values = np.asarray(source.data["value"], float)
-    assert values[busiest] == data.bundle.array("desom1/hits")[busiest] and np.isnan(np.delete(values, busiest)).all()
+    assert values[busiest] == data.bundle.read(schema.DESOM1_HITS)[busiest] and np.isnan(np.delete(values, busiest)).all()
     with set_curdoc(doc):
         desom2.tap.event(index=[0])
     assert state.nodes2 == [0] and state.nodes == []
@@ -134,25 +135,31 @@ def test_nodes_to_show():
 
 
 def test_prototype_plot_shows_decoded_spectra_and_lines(data):
-    node = int(np.argmax(data.bundle.array("desom1/hits")))
+    node = int(np.argmax(data.bundle.read(schema.DESOM1_HITS)))
     overlay = prototype_spectra.prototype_plot(data, [node])
     prototypes = [el for el in overlay if el.group == "Prototype"]
     assert len(prototypes) == prototype_spectra.MAX_NODES  # fixed slots; the unused ones are empty
-    assert np.allclose(prototypes[0].dimension_values(1), data.bundle.array("desom1/prototype_spectra")[node])
+    assert np.allclose(prototypes[0].dimension_values(1), data.bundle.read(schema.DESOM1_PROTOTYPE_SPECTRA)[node])
     assert np.isnan(prototypes[1].dimension_values(1)).all()
     band = [el for el in overlay if el.group == "Band"][0]
-    assert np.allclose(band.dimension_values(1), data.bundle.array("desom1/member_spectra")[1, node])
+    assert np.allclose(band.dimension_values(1), data.bundle.read(schema.DESOM1_MEMBER_SPECTRA)[1, node])
     labels = [el for el in overlay if type(el).__name__ == "Labels"][0]
     assert {"Hα", "Hβ", "[OIII]", "Ca K"} <= set(labels.dimension_values("text"))  # all inside 3650–7000 Å
     assert overlay.opts.get().kwargs["title"] == "Prototype spectra of node ({}, {})".format(*divmod(node, 6))
 
 
-def test_distribution_uses_node_histograms(data):
-    node = int(np.argmax(data.bundle.array("desom1/hits")))
+def test_distribution_curves_are_densities_like_the_survey_curve(data):
+    node = int(np.argmax(data.bundle.read(schema.DESOM1_HITS)))
     overlay = prototype_spectra.distribution_plot(data, [node], "log_mstar")
-    histograms = data.bundle.arrays("desom1/node_histograms")
+    histograms = data.bundle.read(schema.DESOM1_NODE_HISTOGRAMS)
+    edges, widths = histograms["galaxy.log_mstar__edges"], np.diff(histograms["galaxy.log_mstar__edges"])
     first = [el for el in overlay if el.label == "slot0"][0]
-    assert np.allclose(first.dimension_values(1), histograms["galaxy.log_mstar"][node])
+    survey = [el for el in overlay if el.label == "all spectra"][0]
+    node_density, survey_density = first.dimension_values(1), survey.dimension_values(1)
+    assert np.allclose(node_density, histograms["galaxy.log_mstar"][node] / widths)  # the stored fractions
+    assert np.sum(node_density * widths) == pytest.approx(1.0, abs=1e-5)
+    assert np.sum(survey_density * widths) == pytest.approx(1.0, abs=1e-6)
+    assert len(survey_density) == len(edges) - 1
     categorical = prototype_spectra.distribution_plot(data, [node], "morphology")
     fractions = [el for el in categorical if el.label == "slot0"][0].dimension_values("fraction")
     members = data.galaxies["morphology"].to_numpy()[data.bin_galaxy[data.bin_node == node]]
@@ -166,7 +173,7 @@ def test_prototype_view_refills_its_slots(data, state):
     state.select_nodes([3, 4])
     assert view.shown.nodes == [3, 4]
     source = view._spectra_models[(1, "Prototype")]
-    assert np.allclose(source.data["flux"], data.bundle.array("desom1/prototype_spectra")[4])
+    assert np.allclose(source.data["flux"], data.bundle.read(schema.DESOM1_PROTOTYPE_SPECTRA)[4])
     assert np.isnan(np.asarray(view._spectra_models[(2, "Prototype")].data["flux"], float)).all()
     assert view._spectra_models[(None, "figure")].title.text == "Prototype spectra of node (0, 3), node (0, 4)"
     assert "node (0, 4)" in view.key.object
@@ -192,7 +199,7 @@ def test_gallery_pages(data, state):
 def test_bin_map_lights_up_brushed_nodes(data):
     g = 0
     image = gallery.bin_node_image(data, g)
-    spaxels = data.bundle.arrays("spaxel_bins")[data.galaxies["galaxy_id"].iat[g]]
+    spaxels = data.bundle.read(schema.SPAXEL_BINS)[data.galaxies["galaxy_id"].iat[g]]
     assert image.shape == (*spaxels.shape, 3)
     assert np.all(image[spaxels < 0] == 1.0)  # outside the bins: white
     own = data.bins[data.bins["galaxy_index"] == g]
@@ -258,8 +265,7 @@ def test_ks_comparison(data):
     everyone = np.arange(data.n_galaxies)
     same = comparison.compare(data, embedding, everyone, everyone)
     assert same["statistic"] == 0 and same["pvalue"] == pytest.approx(1.0)
-    distance = data.knn_distance(embedding)[:, :10].mean(axis=1)
-    order = np.argsort(distance)
+    order = np.argsort(typicality(data.knn_distance(embedding)))
     apart = comparison.compare(data, embedding, order[:10], order[-10:])
     assert apart["statistic"] == 1.0 and apart["pvalue"] < 0.01
     assert np.isnan(comparison.compare(data, embedding, order[:1], order[-5:])["pvalue"])
@@ -271,9 +277,9 @@ def test_comparison_view(data, state):
     assert view.plot.object is None
     state.select_galaxies(np.arange(10), how="A")
     view.pin.clicks += 1
-    state.select_galaxies(np.arange(10, 24), how="B")
+    state.select_galaxies(np.arange(10, data.n_galaxies), how="B")
     assert "KS D =" in view.plot.object.opts.get().kwargs["title"]
-    assert "10 galaxies" in view.summary.object and "14 galaxies" in view.summary.object
+    assert "10 galaxies" in view.summary.object and f"{data.n_galaxies - 10} galaxies" in view.summary.object
 
 
 # -- SAMP -------------------------------------------------------------------------------------------------------
@@ -301,7 +307,7 @@ def test_samp_sends_the_selection(data, state, tmp_path, monkeypatch):
         state.select_galaxies([2, 3, 4], how="samp")
         widget = samp.samp_button(data, state)
         widget[0].clicks += 1
-        for _ in range(50):
+        for _ in range(300):  # up to 30 s on a loaded machine; ends at the first notification
             if received:
                 break
             time.sleep(0.1)
@@ -322,10 +328,8 @@ def test_create_app_builds_every_view(data):
     assert category_colours("morphology", data.galaxies["morphology"])  # the categorical legend has colours
 
 
-def test_create_app_hides_missing_sections(tmp_path):
-    path = write_synthetic_bundle(tmp_path / "core", sections=(), n_galaxies=6, bins_per_galaxy=4,
-                                  dlog10_wave=2e-3, image_size=16)
-    dashboard = create_app(path).dashboard
+def test_create_app_hides_missing_sections(core_bundle):
+    dashboard = create_app(core_bundle).dashboard
     assert dashboard.scatter is None and dashboard.som is None and dashboard.prototypes is None
     assert dashboard.comparison is None and dashboard.table is not None and dashboard.gallery is not None
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from precompute import images, prepare
+from precompute import images, prepare, schema
 from precompute.bundle import Bundle, BundleWriter
 from precompute.config import DEFAULT_CONFIG
 from precompute.observation import InputError, Observation
@@ -319,13 +319,13 @@ def test_write_core_round_trip(tmp_path, galaxy):
     assert list(table.galaxy_id) == ["tiny-cube", "fibres:0", "fibres:1"]
     assert list(table.columns[:8]) == prepare.GALAXY_COLUMNS and table.morphology[0] == "Sb"
     assert set(table.split) <= {"train", "val"} and list(table.n_bins) == [len(galaxy.bins), 1, 1]
-    assert len(bins) == table.n_bins.sum() == bundle.array("spectra/flux").shape[0]
+    assert len(bins) == table.n_bins.sum() == bundle.read(schema.FLUX).shape[0]
     assert (bins.galaxy_id == table.galaxy_id[bins.galaxy_index].to_numpy()).all()
-    assert bundle.array("spectra/flux").dtype == np.float32
-    assert np.array_equal(bundle.array("spectra/ivar")[: len(galaxy.bins)], galaxy.bin_ivar)
+    assert bundle.read(schema.FLUX).dtype == np.float32
+    assert np.array_equal(bundle.read(schema.IVAR)[: len(galaxy.bins)], galaxy.bin_ivar)
     assert np.array_equal(bundle.wave, prepare.rest_frame_grid(PREP))
-    assert np.array_equal(bundle.arrays("spaxel_bins")["tiny-cube"], galaxy.spaxel_bins)
-    assert bundle.array("images/gri").shape == (3, 3, 64, 64)
+    assert np.array_equal(bundle.read(schema.SPAXEL_BINS)["tiny-cube"], galaxy.spaxel_bins)
+    assert bundle.read(schema.IMAGES).shape == (3, 3, 64, 64)
     for path in table.thumbnail:
         assert Image.open(bundle.path / path).mode == "RGB"
     assert bundle.metrics["prepare"]["binned_spectra"] == len(bins)
@@ -373,7 +373,7 @@ def test_cli_prepares_files_skips_a_bad_one_and_uses_the_catalogue(tmp_path, cap
     assert np.allclose(cube_bins.radius_re, np.hypot(cube_bins.x_arcsec, cube_bins.y_arcsec) / 2.5)
     assert bundle.metrics["prepare"]["skipped"] == 1
     # The cube's own GIMG/RIMG/IIMG are used, rebinned with their total flux kept
-    assert np.allclose(bundle.array("images/gri")[0].sum(axis=(1, 2)), [100, 200, 300], rtol=1e-5)
+    assert np.allclose(bundle.read(schema.IMAGES)[0].sum(axis=(1, 2)), [100, 200, 300], rtol=1e-5)
 
 
 def test_cli_prepares_the_mock_survey_with_its_truth(tmp_path):
@@ -385,8 +385,8 @@ def test_cli_prepares_the_mock_survey_with_its_truth(tmp_path):
     assert {"log_age_lw", "ew_halpha", "velocity_kms", "sigma_kms"} <= set(bins.columns)
     assert bins.log_age_lw.notna().all() and bins.radius_re.notna().all()
     for g, row in table.iterrows():
-        spaxel_bins = bundle.arrays("spaxel_bins")[row.galaxy_id]
+        spaxel_bins = bundle.read(schema.SPAXEL_BINS)[row.galaxy_id]
         own = bins[bins.galaxy_index == g]
         assert (np.bincount(spaxel_bins[spaxel_bins >= 0]) == own.n_spaxels.to_numpy()).all()
     assert (bins.snr >= DEFAULT_CONFIG["prepare"]["min_bin_snr"]).all()
-    assert bundle.array("images/gri").shape == (2, 3, 64, 64)
+    assert bundle.read(schema.IMAGES).shape == (2, 3, 64, 64)

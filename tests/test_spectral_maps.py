@@ -1,7 +1,7 @@
 """Science checks of the spectral maps on the mock survey (seed 001): DESOM-1, fingerprints, DESOM-2.
 
-One session-scoped bundle: a small mock survey streamed through preparation once, then the spectral-map stage with
-the build's default architecture (latent width, channels, grid) and short training. tests/test_assign.py reuses it.
+They run on `survey_bundle` (tests/conftest.py): a small mock survey streamed through preparation once, then the
+spectral-map stage with the build's default architecture (latent width, channels, grid) and short training.
 """
 from __future__ import annotations
 
@@ -10,60 +10,26 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SURVEY_GALAXIES
 
-from precompute import prepare
-from precompute.bundle import Bundle, BundleWriter
+from precompute import schema
+from precompute.bundle import Bundle
 from precompute.config import load_config
 from precompute.models.desom import DESOM
-from precompute.spectral_maps import (build_spectral_maps, node_map_smoothness, node_properties,
-                                      same_label_distance_ratio)
+from precompute.spectral_maps import (
+    node_map_smoothness,
+    node_properties,
+    same_label_distance_ratio,
+)
 
-N_GALAXIES = 40
-SEED = 11
-# Short training; everything that shapes the map (latent width, channels, grid, γ) stays at the build defaults.
-FAST = {
-    "desom1": {"max_train_spectra": 3000, "pretrain_epochs": 1, "epochs": 3},
-    "desom2": {"pretrain_epochs": 10, "epochs": 30},
-    "device": "cpu",
-}
-
-
-def survey_config() -> dict:
-    return load_config(seed=SEED, mock={"galaxies": N_GALAXIES, "format": "manga"}, **FAST)
-
-
-_BUILT: dict[str, Bundle] = {}
-
-
-@pytest.fixture(scope="session")
-def survey_bundle(tmp_path_factory) -> Bundle:
-    """Core + spectral-map sections for N_GALAXIES mock galaxies (what `python -m precompute build` writes)."""
-    # tests/test_assign.py imports this fixture, which gives it a second definition: build once all the same.
-    if "bundle" not in _BUILT:
-        _BUILT["bundle"] = build_survey_bundle(tmp_path_factory.mktemp("spectral_maps") / "bundle")
-    return _BUILT["bundle"]
-
-
-def build_survey_bundle(path) -> Bundle:
-    config = survey_config()
-    galaxies, skipped = prepare.collect(prepare.prepare_mock(N_GALAXIES, SEED, "manga", config))
-    assert skipped == 0
-    with BundleWriter(path, config, seed=SEED) as writer:
-        table, bins = prepare.write_core(writer, galaxies, config)
-        flux = np.concatenate([g.bin_flux for g in galaxies])
-        ivar = np.concatenate([g.bin_ivar for g in galaxies])
-        wave = prepare.rest_frame_grid(config["prepare"])
-        table, bins, fingerprints = build_spectral_maps(writer, table, bins, wave, flux, ivar, config)
-        writer.table("galaxies", table)
-        writer.table("bins", bins)
-    return Bundle(path)
+N_GALAXIES = SURVEY_GALAXIES  # survey_bundle (tests/conftest.py)
 
 
 def held_out_spectra(bundle: Bundle):
     bins, galaxies = bundle.bins, bundle.galaxies
     val = galaxies["split"].to_numpy()[bins["galaxy_index"].to_numpy()] == "val"
     assert val.sum() > 100, "the held-out galaxies must give a fair number of spectra"
-    return np.asarray(bundle.array("spectra/flux"))[val], np.asarray(bundle.array("spectra/ivar"))[val]
+    return np.asarray(bundle.read(schema.FLUX))[val], np.asarray(bundle.read(schema.IVAR))[val]
 
 
 def load_model(bundle: Bundle, name: str = "desom1") -> DESOM:
@@ -73,15 +39,15 @@ def load_model(bundle: Bundle, name: str = "desom1") -> DESOM:
 def test_sections_follow_the_schema(survey_bundle):
     b = survey_bundle
     assert {"desom1", "fingerprints", "desom2"} <= set(b.manifest["sections"])
-    grid = b.json("desom1/grid.json")
+    grid = b.read(schema.DESOM1_GRID)
     rows, cols, n_wave = grid["rows"], grid["cols"], b.wave.size
     k = rows * cols
     n_bins, n_galaxies = len(b.bins), len(b.galaxies)
-    assert b.array("desom1/prototypes_latent").shape == (k, grid["latent_dim"])
-    assert b.array("desom1/prototype_spectra").shape == (k, n_wave)
-    members = b.array("desom1/member_spectra")
+    assert b.read(schema.DESOM1_PROTOTYPES_LATENT).shape == (k, grid["latent_dim"])
+    assert b.read(schema.DESOM1_PROTOTYPE_SPECTRA).shape == (k, n_wave)
+    members = b.read(schema.DESOM1_MEMBER_SPECTRA)
     assert members.shape == (4, k, n_wave)
-    hits = b.array("desom1/hits")
+    hits = b.read(schema.DESOM1_HITS)
     assert hits.sum() == n_bins and hits.dtype == np.int64
     np.testing.assert_array_equal(hits, np.bincount(b.bins["desom1_node"], minlength=k))
     # Empty nodes have no member spectra; populated ones have ordered percentiles.
@@ -90,33 +56,33 @@ def test_sections_follow_the_schema(survey_bundle):
     finite = np.isfinite(filled).all(0)
     assert finite.mean() > 0.95
     assert (filled[1][finite] <= filled[2][finite]).all() and (filled[2][finite] <= filled[3][finite]).all()
-    assert b.array("desom1/umatrix").shape == (rows, cols)
+    assert b.read(schema.DESOM1_UMATRIX).shape == (rows, cols)
     assert b.bins["desom1_node"].dtype == np.int32 and (b.bins["desom1_qe"] >= 0).all()
 
-    table = b.table("desom1/node_properties")
+    table = b.read(schema.DESOM1_NODE_PROPERTIES)
     assert list(table.columns) == ["node", "property", "n", "mean", "median", "p16", "p84"]
     properties = set(table["property"])
     assert {"log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "snr"} <= properties
     assert {"galaxy.log_mstar", "galaxy.quenched", "galaxy.redshift"} <= properties
     ages = table[table["property"] == "log_age_lw"].set_index("node")
     np.testing.assert_array_equal(ages["n"].to_numpy(), hits)
-    histograms = b.arrays("desom1/node_histograms")
+    histograms = b.read(schema.DESOM1_NODE_HISTOGRAMS)
     pdf = histograms["log_age_lw"]
     assert pdf.shape == (k, histograms["log_age_lw__edges"].size - 1)
     np.testing.assert_allclose(pdf[hits > 0].sum(1), 1.0, rtol=1e-5)
     assert histograms["galaxy.quenched"].shape == (k, 2)
 
-    counts = b.array("fingerprints/counts")
+    counts = b.read(schema.FINGERPRINT_COUNTS)
     assert counts.shape == (n_galaxies, k)
     np.testing.assert_array_equal(counts.sum(1), b.galaxies["n_bins"])
-    fingerprints = b.array("fingerprints/fingerprints")
+    fingerprints = b.read(schema.FINGERPRINTS)
     assert fingerprints.shape == (n_galaxies, rows, cols)
     np.testing.assert_allclose(fingerprints.reshape(n_galaxies, -1).max(1), 1.0)
 
-    grid2 = b.json("desom2/grid.json")
+    grid2 = b.read(schema.DESOM2_GRID)
     k2 = grid2["rows"] * grid2["cols"]
-    assert b.array("desom2/prototypes").shape == (k2, rows, cols)
-    assert b.array("desom2/hits").sum() == n_galaxies
+    assert b.read(schema.DESOM2_PROTOTYPES).shape == (k2, rows, cols)
+    assert b.read(schema.DESOM2_HITS).sum() == n_galaxies
     assert b.galaxies["desom2_node"].between(0, k2 - 1).all()
     metrics = b.metrics["desom1"]
     for key in ("topographic_error", "quantization_error", "val_mse_autoencoder", "val_mse_pca",
@@ -131,7 +97,7 @@ def test_map_is_ordered_on_held_out_spectra(survey_bundle):
     assert te <= 0.05
     assert survey_bundle.metrics["desom1"]["val_topographic_error"] == pytest.approx(te, abs=1e-6)
     # The bundle's BMUs are the model's.
-    nodes = model.transform(np.asarray(survey_bundle.array("spectra/flux")), np.asarray(survey_bundle.array("spectra/ivar")) > 0)
+    nodes = model.transform(np.asarray(survey_bundle.read(schema.FLUX)), np.asarray(survey_bundle.read(schema.IVAR)) > 0)
     np.testing.assert_array_equal(nodes, survey_bundle.bins["desom1_node"])
 
 
@@ -145,8 +111,8 @@ def test_autoencoder_beats_pca_at_the_build_width(survey_bundle):
 
 @pytest.mark.parametrize("prop", ["log_age_lw", "logz_lw", "log_ssfr", "ew_halpha"])
 def test_property_maps_are_smooth(survey_bundle, prop):
-    grid = survey_bundle.json("desom1/grid.json")
-    table = survey_bundle.table("desom1/node_properties")
+    grid = survey_bundle.read(schema.DESOM1_GRID)
+    table = survey_bundle.read(schema.DESOM1_NODE_PROPERTIES)
     medians = table[table["property"] == prop].sort_values("node")["median"].to_numpy()
     # Nodes with a single member are noise; judge the map on nodes with a few members.
     medians = np.where(table[table["property"] == prop].sort_values("node")["n"].to_numpy() >= 3, medians, np.nan)
@@ -168,7 +134,7 @@ def test_quenched_and_star_forming_spectra_occupy_separate_regions(survey_bundle
 
 def test_galaxies_of_a_morphology_share_desom2_neighbourhoods(survey_bundle):
     galaxies = survey_bundle.galaxies
-    grid = survey_bundle.json("desom2/grid.json")
+    grid = survey_bundle.read(schema.DESOM2_GRID)
     nodes, morphology = galaxies["desom2_node"].to_numpy(), galaxies["morphology"].to_numpy()
     shape = grid["rows"], grid["cols"], grid["topology"]
     observed = same_label_distance_ratio(nodes, morphology, *shape)
@@ -199,7 +165,7 @@ def test_sed_library_map_seed_002():
 
 
 def test_member_percentiles_match_numpy():
-    from precompute.spectral_maps import member_spectra
+    from precompute.node_statistics import member_spectra
 
     rng = np.random.default_rng(1)
     flux = rng.normal(size=(60, 7)).astype(np.float32)
@@ -221,14 +187,8 @@ class RecordingWriter:
     def __init__(self):
         self.files, self.metrics, self.sections = {}, {}, []
 
-    def array(self, name, values):
-        self.files[name] = np.asarray(values)
-
-    def json(self, name, value):
-        self.files[name] = value
-
-    def blob(self, name, data):
-        self.files[name] = data
+    def write(self, spec, value, **names):
+        self.files[spec.at(**names)] = value
 
     def section(self, name):
         self.sections.append(name)
@@ -252,7 +212,7 @@ def test_desom2_backends_separate_two_kinds_of_fingerprint(backend):
     writer = RecordingWriter()
     nodes = build_desom2(writer, galaxies, fingerprints, config)
     assert writer.sections == ["desom2"] and ("desom2/model.pt" in writer.files) == (backend == "desom")
-    assert writer.files["desom2/prototypes"].shape == (25, 15, 15)
-    assert writer.files["desom2/hits"].sum() == n and nodes.dtype == np.int32
+    assert writer.files["desom2/prototypes.npy"].shape == (25, 15, 15)
+    assert writer.files["desom2/hits.npy"].sum() == n and nodes.dtype == np.int32
     assert not set(nodes[kind == 0]) & set(nodes[kind == 1]), "the two kinds share nodes"
     assert writer.metrics["desom2"]["morphology_distance_ratio"] < 0.8

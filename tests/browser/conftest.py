@@ -1,7 +1,9 @@
 """Browser tests: `panel serve app.py` on a bundle the tests build, driven by Playwright in headless Chromium.
 
 The Debian chromium package is used as it is (never `playwright install`); the server is a subprocess on a
-free port. `build_test_bundle` is the one place that decides which bundle the browser tests explore.
+free port. The page shows the tiny real build of tests/conftest.py; a test parametrized with
+`@pytest.mark.parametrize("test_bundle", ["real", "synthetic"], indirect=True)` also runs on the synthetic bundle
+(one server per bundle).
 """
 import os
 import socket
@@ -13,18 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from precompute.synthetic_bundle import write_synthetic_bundle
-
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1500, "height": 1900}  # tall enough to show every view without scrolling
-
-
-def build_test_bundle(path: Path) -> Path:
-    """The bundle the browser tests explore (swap this for a tiny real build when one is available)."""
-    return write_synthetic_bundle(path, n_galaxies=100, bins_per_galaxy=25, seed=11, dlog10_wave=1e-3,
-                                  image_size=48)
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +46,9 @@ def artifacts():
 
 
 @pytest.fixture(scope="session")
-def test_bundle(tmp_path_factory):
-    return build_test_bundle(tmp_path_factory.mktemp("browser") / "bundle")
+def test_bundle(request):
+    """The bundle the server shows: the tiny real build unless a test asks for "synthetic" (indirect)."""
+    return request.getfixturevalue(f"{getattr(request, 'param', 'real')}_bundle")
 
 
 def _free_port() -> int:
@@ -66,7 +61,7 @@ def _free_port() -> int:
 def dashboard_url(test_bundle, artifacts):
     """Start `panel serve app.py --args <bundle>` and wait until the page answers."""
     port = _free_port()
-    log = open(artifacts / "server.log", "w")
+    log = open(artifacts / f"server-{Path(test_bundle).name}.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
          "--allow-websocket-origin", f"127.0.0.1:{port}", "--warm", "--args", str(test_bundle)],
@@ -77,7 +72,7 @@ def dashboard_url(test_bundle, artifacts):
     try:
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"panel serve exited with {server.returncode}; see {artifacts / 'server.log'}")
+                raise RuntimeError(f"panel serve exited with {server.returncode}; see {log.name}")
             try:
                 with urllib.request.urlopen(url, timeout=60) as response:
                     if response.status == 200:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from explorer.data import ExplorerData
+from precompute import schema
 
 pytestmark = pytest.mark.browser
 
@@ -91,6 +92,7 @@ def brushed_galaxies(data, embedding, lo, hi):
     return np.flatnonzero(inside)
 
 
+@pytest.mark.parametrize("test_bundle", ["real", "synthetic"], indirect=True)
 def test_page_loads_without_console_errors(dashboard, artifacts):
     assert "whole survey" in count_text(dashboard)
     for title in ("Galaxies in", "DESOM-1", "DESOM-2", "Prototype spectra of"):
@@ -99,6 +101,7 @@ def test_page_loads_without_console_errors(dashboard, artifacts):
     assert not dashboard.errors
 
 
+@pytest.mark.parametrize("test_bundle", ["real", "synthetic"], indirect=True)
 def test_box_selection_updates_table_and_hit_map(dashboard, bundle, artifacts):
     embedding = next(iter(bundle.embeddings))
     xy = np.asarray(bundle.umap(embedding))
@@ -120,7 +123,7 @@ def test_box_selection_updates_table_and_hit_map(dashboard, bundle, artifacts):
 
 def test_tapping_a_som_node_updates_spectra_and_gallery(dashboard, bundle, artifacts):
     grid = bundle.desom1
-    busiest = int(np.argmax(bundle.bundle.array("desom1/hits")))
+    busiest = int(np.argmax(bundle.bundle.read(schema.DESOM1_HITS)))
     row, col = divmod(busiest, grid["cols"])
     spectra_title = figure(dashboard, "Prototype spectra of")["title"]
     gallery_before = dashboard.get_by_text(re.compile("in the selection — page")).first.inner_text()
