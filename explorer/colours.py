@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 
 PROPERTY_CMAP = "viridis"
-HITS_CMAP = cc.CET_L17  # white → orange → dark purple: empty nodes fade into the page
+HITS_CMAP = cc.CET_L17  # white → orange → magenta → dark blue: empty nodes fade into the page
 UMATRIX_CMAP = cc.CET_L1[::-1]  # white → black: cluster borders (large distances) dark
 SELECTION_COLOUR = "#e6194b"
+# Outline of SOM nodes picked on a map: cyan, a hue the hit map (white → orange → magenta → blue) never uses,
+# where the red of SELECTION_COLOUR would vanish into its salmon and magenta nodes.
+PICKED_NODE_COLOUR = "#00b7eb"
 EMPTY_COLOUR = "#eeeeee"
 # Astronomers read morphology along the Hubble sequence: keep its order, red early types to blue late types.
 ORDERED_CATEGORIES = {"morphology": ("E", "S0", "Sa", "Sb", "Sc", "Sd", "Irr", "BCD")}

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
-from explorer.colours import (EMPTY_COLOUR, HITS_CMAP, PROPERTY_CMAP, SELECTION_COLOUR, UMATRIX_CMAP,
+from explorer.colours import (EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, PROPERTY_CMAP, UMATRIX_CMAP,
                               category_colours, finite_range)
 from explorer.data import ExplorerData, label
 from explorer.state import SelectionState
@@ -18,6 +18,7 @@ from precompute import schema
 
 MODES = ("Hits of selection", "Median of colour-by", "U-matrix")
 CELL = 20  # screen pixels per node, so markers tile the frame
+OUTLINE = 2  # screen pixels of a picked node's outline, half inside the 19-pixel marker: 17 × 17 keep the hit colour
 
 
 def node_xy(grid: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +102,12 @@ def som_map(data: ExplorerData, level: str, mode: str, hits: np.ndarray, colour_
     raise ValueError(f"unknown SOM colouring {mode!r}; choose one of {MODES}")
 
 
+def recolour(handles: dict, values: np.ndarray) -> None:
+    """New node values for a rendered map. HoloViews fills the markers from its own copy of the value column (a
+    column named after the style option, "color"), so that copy is what recolours the map; "value" is the hover."""
+    handles["source"].data.update({"value": values, handles["glyph"].fill_color.field: values})
+
+
 class SomMap:
     """One SOM grid linked to the state. The plot is rebuilt only when the colouring or the colour-by property
     changes; on a selection change only the node colours (hit map) and the outlined nodes go to the browser."""
@@ -122,8 +129,9 @@ class SomMap:
         self._handles = []
         element = som_map(self.data, self.level, self.mode.value, selection_hits(self.data, self.level, self.state),
                           self.state.colour_by)
-        element = element.opts(hooks=[self._remember], selection_line_color=SELECTION_COLOUR, selection_line_width=3,
-                               selection_alpha=1.0, nonselection_alpha=1.0)
+        # Bokeh outlines the source's selected indices, which are only ever the nodes picked on this map
+        element = element.opts(hooks=[self._remember], selection_line_color=PICKED_NODE_COLOUR,
+                               selection_line_width=OUTLINE)
         self.tap = hv.streams.Selection1D(source=element)
         self.tap.param.watch(self._on_tap, "index")
         self.pane.object = element
@@ -140,7 +148,7 @@ class SomMap:
         for handles in self._handles:
             source = handles["source"]
             if hits_mode:
-                source.data["value"] = values
+                recolour(handles, values)
                 handles["color_color_mapper"].update(low=low, high=high)
                 handles["plot"].title.text = title
             source.selected.indices = list(self.selected_nodes)

@@ -9,8 +9,11 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
+from explorer.colours import EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, SELECTION_COLOUR
 from explorer.data import ExplorerData
+from explorer.som_grid import CELL, OUTLINE, node_xy
 from precompute import schema
 
 pytestmark = pytest.mark.browser
@@ -187,3 +190,72 @@ def test_colour_by_recolours_the_scatter(dashboard, artifacts):
     assert figure(dashboard, "Galaxies in")["mappers"][0] == "CategoricalColorMapper"
     assert scatter.screenshot() != image_before
     dashboard.screenshot(path=artifacts / "05-colour-by.png", full_page=True)
+
+
+def rgb(colour: str) -> np.ndarray:
+    return np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+
+
+def hit_map_colours(hits: np.ndarray) -> np.ndarray:
+    """RGB of each node as the hit map must draw it: HITS_CMAP over 0..max hits, as BokehJS's linear colour mapper
+    indexes a palette, and EMPTY_COLOUR where the selection has no member."""
+    palette = np.array([rgb(c) for c in HITS_CMAP])
+    index = np.minimum((hits / max(hits.max(), 1) * len(palette)).astype(int), len(palette) - 1)
+    return np.where(hits[:, None] > 0, palette[index], rgb(EMPTY_COLOUR))
+
+
+def som_pixels(page, grid):
+    """The DESOM-1 map's rendered pixels (RGB), each node's centre pixel in them (node k = row * cols + col) and
+    the node spacing in pixels."""
+    som = page.locator(".desom1-map")
+    x, y = node_xy(grid)
+    centres = np.asarray(figure(page, "DESOM-1", np.column_stack([x, y]))["points"])
+    box = som.bounding_box()
+    image = np.asarray(Image.open(io.BytesIO(som.screenshot())).convert("RGB"), dtype=int)
+    return image, np.rint(centres - [box["x"], box["y"]]).astype(int), centres[1, 0] - centres[0, 0]
+
+
+def outline_pixels(image, centres, step, tolerance=25) -> np.ndarray:
+    """(x, y) of the map-frame pixels in an outline colour: picked nodes' cyan, or the red of galaxy selections."""
+    x0, y0 = (centres.min(axis=0) - step / 2).astype(int)
+    x1, y1 = (centres.max(axis=0) + step / 2).astype(int)
+    frame = image[y0:y1, x0:x1]
+    near = [np.abs(frame - rgb(c)).max(axis=2) <= tolerance for c in (PICKED_NODE_COLOUR, SELECTION_COLOUR)]
+    ys, xs = np.nonzero(np.logical_or(*near))
+    return np.column_stack([xs + x0, ys + y0])
+
+
+def test_box_selection_hit_map_shows_hit_colours_not_outlines(dashboard, bundle, artifacts):
+    embedding = next(iter(bundle.embeddings))
+    xy = np.asarray(bundle.umap(embedding))
+    lo, hi = xy.min(axis=0) - 0.01, np.median(xy, axis=0)
+    grid = bundle.desom1
+    brushed = np.isin(bundle.bin_galaxy, brushed_galaxies(bundle, embedding, lo, hi))
+    hits = np.bincount(bundle.bin_node[brushed], minlength=grid["rows"] * grid["cols"])
+    title = figure(dashboard, "DESOM-1")["title"]
+    box_select(dashboard, figure(dashboard, "Galaxies in", [(lo[0], hi[1]), (hi[0], lo[1])])["points"])
+    title = wait_for_change(dashboard, lambda: figure(dashboard, "DESOM-1")["title"], title)
+    dashboard.wait_for_timeout(1000)  # let the recoloured map draw
+    image, centres, step = som_pixels(dashboard, grid)
+    at_centres = image[centres[:, 1], centres[:, 0]]
+    Image.fromarray(image.astype(np.uint8)).save(artifacts / "06-hit-map-after-box-selection.png")
+    assert len({tuple(colour) for colour in at_centres}) > 2
+    # every node in the colour of the selection's hits (not the whole survey's), and not one outline pixel
+    wrong = np.flatnonzero(np.abs(at_centres - hit_map_colours(hits)).max(axis=1) > 12)
+    assert wrong.size == 0, f"{wrong.size} of {len(hits)} nodes not in the colour of their hits, e.g. {wrong[:5]}"
+    assert len(outline_pixels(image, centres, step)) == 0
+
+    # a node picked on the map, and only it, is outlined (so the outline detector above does see outlines)
+    busiest = int(np.argmax(hits))
+    x, y = node_xy(grid)
+    (px, py), = figure(dashboard, "DESOM-1", [(x[busiest], y[busiest])])["points"]
+    dashboard.mouse.click(px, py)
+    wait_for_change(dashboard, lambda: figure(dashboard, "DESOM-1")["title"], title)
+    dashboard.mouse.move(1, 1)  # no tooltip over the map
+    dashboard.wait_for_timeout(1000)
+    image, centres, step = som_pixels(dashboard, grid)
+    Image.fromarray(image.astype(np.uint8)).save(artifacts / "07-hit-map-node-picked.png")
+    outline = outline_pixels(image, centres, step)
+    assert len(outline) > 0
+    low, high = outline.min(axis=0), outline.max(axis=0)  # one ring around the picked node, none elsewhere
+    assert (np.abs((low + high) / 2 - centres[busiest]) <= 1.5).all() and (high - low <= CELL + OUTLINE + 1).all()
