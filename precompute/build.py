@@ -5,59 +5,49 @@ With no config it builds the demo bundle data/bundles/demo from the embedded moc
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
-
-import numpy as np
 
 from precompute import schema
 from precompute.bundle import BundleWriter
 from precompute.config import check_build, load_config
 from precompute.device import resolve_device
+from precompute.engine import add_engine_arguments
 
 DEFAULT_OUT = Path("data/bundles/demo")
 
 
-def prepared_galaxies(config: dict) -> list:
-    """Prepare the configured inputs: the user's files when given, else the streamed mock survey."""
-    from precompute import prepare
+def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | None = None) -> Path:
+    """Run every stage and write the bundle atomically; returns the bundle path.
 
-    inputs = config["inputs"]
-    if inputs["files"]:
-        stream = prepare.prepare_files(
-            inputs["files"], config, catalogue=inputs["catalogue"], key=inputs["catalogue_key"],
-            column_map=inputs["column_map"],
-        )
-    else:
-        mock = config["mock"]
-        stream = prepare.prepare_mock(mock["galaxies"], config["seed"], mock["format"], config)
-    galaxies, skipped = prepare.collect(stream)
-    if skipped:
-        print(f"{skipped} input(s) skipped (see the messages above); building from {len(galaxies)} galaxies")
-    return galaxies
-
-
-def build(config: dict, out: Path) -> Path:
-    """Run every stage and write the bundle atomically; returns the bundle path."""
+    Preparation runs one task per input on the engine (precompute.engine: `workers` single-threaded processes of a
+    LocalCluster, None = one per core, 0 = in this process; or the cluster at `scheduler`) and writes per-input
+    shards next to `out`; a build started again with the same inputs and settings reuses the finished ones. The
+    shards are removed once the bundle is in place."""
     check_build(config)  # refuse at once what would otherwise fail after minutes
     import torch
 
     from precompute import embeddings, prepare, spectral_maps
+    from precompute.engine import engine
+    from precompute.shards import staging_folder
 
     config = dict(config, device=resolve_device(config.get("device", "auto")))
+    staging = staging_folder(out, config)
     timings = {}
     start = time.perf_counter()
-    galaxies_prepared = prepared_galaxies(config)
+    with engine(workers, scheduler) as client:
+        galaxies_prepared, skipped, shards = prepare.prepare_to_staging(config, staging, client)
     timings["prepare_s"] = time.perf_counter() - start
+    if not len(galaxies_prepared):
+        raise ValueError(f"no galaxy could be prepared: all {len(skipped)} inputs were skipped (see above)")
     with BundleWriter(out, config, seed=config["seed"]) as writer:
         galaxies, bins = prepare.write_core(writer, galaxies_prepared, config)
         wave = prepare.rest_frame_grid(config["prepare"])
-        flux = np.concatenate([g.bin_flux for g in galaxies_prepared])
-        ivar = np.concatenate([g.bin_ivar for g in galaxies_prepared])
 
         t0 = time.perf_counter()
         galaxies, bins, fingerprints = spectral_maps.build_spectral_maps(
-            writer, galaxies, bins, wave, flux, ivar, config
+            writer, galaxies, bins, wave, writer.read(schema.FLUX), writer.read(schema.IVAR), config
         )
         timings["spectral_maps_s"] = time.perf_counter() - t0
 
@@ -72,8 +62,11 @@ def build(config: dict, out: Path) -> Path:
         # On CPU, trained weights depend on torch's thread count (it changes the order of sums): kept to rerun alike
         writer.provenance["torch_threads"] = torch.get_num_threads()
         writer.provenance["inputs"] = config["inputs"]["files"] or f"mock:{config['seed']}:{config['mock']['galaxies']}"
+        writer.provenance["skipped"] = skipped
+        writer.provenance["shards"] = shards
+    shutil.rmtree(staging, ignore_errors=True)  # the bundle holds everything now; shards duplicate the cubes
     print(f"bundle written to {out} in {timings['total_s']:.0f} s "
-          f"({len(galaxies)} galaxies, {len(bins)} binned spectra)")
+          f"({len(galaxies)} galaxies, {len(bins)} binned spectra, {len(skipped)} inputs skipped)")
     return out
 
 
@@ -84,6 +77,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--galaxies", type=int, help="mock survey size (overrides the config)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
     parser.add_argument("--device", help="cpu, cuda or auto (overrides the config)")
+    add_engine_arguments(parser)
     args = parser.parse_args(argv)
     overrides: dict = {}
     if args.galaxies is not None:
@@ -92,5 +86,5 @@ def main(argv: list[str]) -> int:
         overrides["seed"] = args.seed
     if args.device is not None:
         overrides["device"] = args.device
-    build(load_config(args.config, **overrides), args.out)
+    build(load_config(args.config, **overrides), args.out, args.workers, args.scheduler)
     return 0

@@ -44,7 +44,11 @@ class BundleWriter:
 
     def __enter__(self) -> "BundleWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        _recover(self.path)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-{os.getpid()}-", dir=self.path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o777 & ~umask)  # a data product, readable by others like any folder (mkdtemp: 0700)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -56,8 +60,11 @@ class BundleWriter:
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
+        if self.path.exists() and _exchange(self._tmp, self.path):
+            shutil.rmtree(self._tmp, ignore_errors=True)  # it holds the old bundle now
+            return
         old = None
-        if self.path.exists():
+        if self.path.exists():  # no atomic exchange here: a kill between the renames is undone by _recover
             old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
             os.rename(self.path, old)
         os.rename(self._tmp, self.path)
@@ -83,6 +90,10 @@ class BundleWriter:
             target.write_text(json.dumps(value, indent=1, default=_json_default))
         else:
             target.write_bytes(value)
+
+    def read(self, spec: BundleFile, **names) -> np.ndarray:
+        """An array already written into the unfinished bundle, memory-mapped (later stages read the spectra)."""
+        return np.load(self._tmp / spec.at(**names), mmap_mode="r")
 
     def open_array(self, spec: BundleFile, shape: tuple[int, ...], **names) -> np.ndarray:
         """A writable .npy memory map of a declared array, for arrays written chunk by chunk."""
@@ -204,6 +215,42 @@ class Bundle:
     @property
     def wave(self) -> np.ndarray:
         return self.read(schema.WAVE)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE), so `b` is never missing; False where the
+    system or file system cannot."""
+    import ctypes
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover(path: Path) -> None:
+    """Clean up after writers that were killed: remove their temporary folders, and put back a previous bundle
+    left aside between the two renames of the fallback swap."""
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        kind, _, rest = leftover.name[len(path.name) + 2:].partition("-")
+        pid = rest.split("-")[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not path.exists():
+            os.rename(leftover, path)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _declared_files(sections) -> list[BundleFile]:

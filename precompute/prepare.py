@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from precompute import images, schema
 from precompute.bundle import BundleWriter
 from precompute.config import check_inputs, load_config
+from precompute.engine import add_engine_arguments
 from precompute.observation import InputError, Observation
 
 with warnings.catch_warnings():
@@ -422,26 +424,63 @@ def _summary(what: str, n_galaxies: int, n_spectra: int, skipped: int, seconds: 
           f"({n_galaxies / max(seconds, 1e-9):.2f} galaxies/s); skipped {skipped}", file=sys.stderr)
 
 
-def prepare_mock(n: int, seed: int, fmt: str, config: dict):
-    """Stream the embedded mock survey through ``prepare_galaxy``; yields PreparedGalaxy, returns the skip count."""
-    from precompute.mock.survey import iter_mock_survey
+def prepare_input(unit, config: dict, catalogue=None) -> tuple[list[PreparedGalaxy], list[str]]:
+    """Prepare one input (a `precompute.shards.Unit`: mock galaxy `index`, or the file at `path`, a cube or a set of
+    spectra giving one galaxy each): (galaxies, skipped), where `skipped` holds one line per input or spectrum that
+    could not be read or prepared, naming the file and the problem. The one per-input step of every stream."""
+    galaxies, skipped = [], []
+    try:
+        if unit.index is not None:
+            from precompute.mock.survey import make_galaxy
 
-    start, made, spectra, skipped = time.perf_counter(), 0, 0, 0
-    for mock in tqdm(iter_mock_survey(n, seed, fmt), total=n, desc="prepare mock", unit="galaxy"):
-        try:
-            galaxy = prepare_galaxy(mock.observation, config["prepare"], truth=mock.truth,
-                                    truth_maps=mock.truth_maps, image=mock.image)
-        except InputError as err:
-            _skip(err)
-            skipped += 1
-            continue
-        made, spectra = made + 1, spectra + len(galaxy.bins)
-        yield galaxy
-    _summary(f"the mock survey (seed {seed})", made, spectra, skipped, time.perf_counter() - start)
+            mock = make_galaxy(config["seed"], unit.index, config["mock"]["format"])
+            galaxies.append(prepare_galaxy(mock.observation, config["prepare"], truth=mock.truth,
+                                           truth_maps=mock.truth_maps, image=mock.image))
+            return galaxies, skipped
+        from precompute import formats
+
+        for obs in split_spectra(formats.read_observation(unit.path, catalogue=catalogue)):
+            try:  # one bad spectrum of a set skips that spectrum only
+                galaxies.append(prepare_galaxy(obs, config["prepare"], truth=catalogue_row(
+                    catalogue, config["inputs"]["catalogue_key"], obs)))
+            except InputError as err:
+                skipped.append(str(err))
+    except InputError as err:
+        skipped.append(str(err))
+    except OSError as err:
+        skipped.append(str(InputError(unit.path, str(err))))
+    return galaxies, skipped
+
+
+def _stream(units, config: dict, catalogue, what: str):
+    """Yield the PreparedGalaxy of every unit in order (in this process); returns the number skipped."""
+    start, made, spectra, skipped, seen = time.perf_counter(), 0, 0, 0, set()
+    for unit in tqdm(units, desc=f"prepare {what}", unit="input"):
+        galaxies, problems = prepare_input(unit, config, catalogue)
+        for problem in problems:
+            _skip(problem)
+        skipped += len(problems)
+        for galaxy in galaxies:
+            if galaxy.galaxy_id in seen:
+                _skip(InputError(unit.path or unit.key, f"galaxy id {galaxy.galaxy_id} was already prepared"))
+                skipped += 1
+                continue
+            seen.add(galaxy.galaxy_id)
+            made, spectra = made + 1, spectra + len(galaxy.bins)
+            yield galaxy
+    _summary(what, made, spectra, skipped, time.perf_counter() - start)
     return skipped
 
 
-def _catalogue_row(catalogue, key: str, obs: Observation) -> dict:
+def prepare_mock(n: int, seed: int, fmt: str, config: dict):
+    """Stream the embedded mock survey through ``prepare_galaxy``; yields PreparedGalaxy, returns the skip count."""
+    from precompute.shards import mock_units
+
+    config = {**config, "seed": seed, "mock": {**config["mock"], "format": fmt}}
+    return (yield from _stream(mock_units(n), config, None, f"the mock survey (seed {seed})"))
+
+
+def catalogue_row(catalogue, key: str, obs: Observation) -> dict:
     """The catalogue row of this observation (matched on ``key``) as a dict; empty when absent."""
     if catalogue is None:
         return {}
@@ -449,37 +488,60 @@ def _catalogue_row(catalogue, key: str, obs: Observation) -> dict:
     return {} if match.empty else match.iloc[0].to_dict()
 
 
+def read_catalogue(config: dict, catalogue=None, key: str | None = None, column_map: dict | None = None):
+    """The input catalogue (config ``inputs`` unless given), or None when there is none."""
+    from precompute import formats
+
+    inputs = config["inputs"]
+    catalogue = inputs["catalogue"] if catalogue is None else catalogue
+    if catalogue is None:
+        return None
+    return formats.read_catalogue(catalogue, key=key or inputs["catalogue_key"],
+                                  column_map=inputs["column_map"] if column_map is None else column_map)
+
+
 def prepare_files(paths, config: dict, catalogue=None, key: str = "plateifu", column_map: dict | None = None):
     """Read and prepare input files; a file that cannot be read or prepared is reported and skipped.
 
     Sets of spectra give one galaxy per spectrum. Yields PreparedGalaxy; returns the number skipped.
     """
-    from precompute import formats
+    from precompute.shards import file_units
 
+    config = {**config, "inputs": {**config["inputs"], "catalogue_key": key}}
+    table = None if catalogue is None else read_catalogue(config, catalogue, key, column_map or {})
     paths = [str(p) for p in paths]
-    table = None if catalogue is None else formats.read_catalogue(catalogue, key=key, column_map=column_map or {})
-    start, made, spectra, skipped, seen = time.perf_counter(), 0, 0, 0, set()
-    for path in tqdm(paths, desc="prepare files", unit="file"):
-        try:
-            observations = split_spectra(formats.read_observation(path, catalogue=table))
-        except (InputError, OSError) as err:
-            _skip(err if isinstance(err, InputError) else InputError(path, str(err)))
-            skipped += 1
-            continue
-        for obs in observations:
-            try:
-                if obs.id in seen:
-                    raise InputError(obs.meta.get("path", path), f"galaxy id {obs.id} was already prepared")
-                galaxy = prepare_galaxy(obs, config["prepare"], truth=_catalogue_row(table, key, obs))
-            except InputError as err:
-                _skip(err)
-                skipped += 1
+    return (yield from _stream(file_units(paths), config, table, f"{len(paths)} files"))
+
+
+def prepare_to_staging(config: dict, staging: Path, client=None) -> tuple[list, list[str], dict]:
+    """Prepare the configured inputs (files, else the mock survey) into shards under `staging` on the engine
+    `client` (precompute.engine; None = in-process), reusing finished shards.
+
+    Returns (StagedGalaxies in input order, skipped lines, counts {prepared, reused} of shards)."""
+    from precompute.engine import run_tasks
+    from precompute.shards import StagedGalaxies, file_units, mock_units, prepare_unit
+
+    files = config["inputs"]["files"]
+    units = file_units(files) if files else mock_units(config["mock"]["galaxies"])
+    catalogue = read_catalogue(config) if files else None
+    folders, skipped, seen, counts, n_spectra = [], [], set(), {"prepared": 0, "reused": 0}, 0
+    start = time.perf_counter()
+    for unit, result in run_tasks(client, prepare_unit, units, "prepare", config=config, staging=str(staging),
+                                  catalogue=catalogue):
+        counts["reused" if result.reused else "prepared"] += 1
+        skipped += result.skipped
+        for galaxy_id, folder, n_bins in result.galaxies:
+            if galaxy_id in seen:
+                skipped.append(str(InputError(unit.path or unit.key, f"galaxy id {galaxy_id} was already prepared")))
                 continue
-            seen.add(obs.id)
-            made, spectra = made + 1, spectra + len(galaxy.bins)
-            yield galaxy
-    _summary(f"{len(paths)} files", made, spectra, skipped, time.perf_counter() - start)
-    return skipped
+            seen.add(galaxy_id)
+            folders.append(folder)
+            n_spectra += n_bins
+    for line in skipped:
+        _skip(line)
+    _summary(f"{len(units)} inputs ({counts['reused']} shards reused)", len(folders), n_spectra, len(skipped),
+             time.perf_counter() - start)
+    return StagedGalaxies(folders), skipped, counts
 
 
 def collect(stream) -> tuple[list[PreparedGalaxy], int]:
@@ -519,15 +581,22 @@ def _file_name(galaxy_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", galaxy_id)
 
 
-def write_core(writer: BundleWriter, galaxies: list[PreparedGalaxy], config: dict):
-    """Write the core files of docs/bundle-schema.md; returns the (galaxies, bins) tables as written."""
-    if not galaxies:
+def write_core(writer: BundleWriter, galaxies, config: dict):
+    """Write the core files of the bundle schema from prepared galaxies (a list, or `StagedGalaxies` read one at a
+    time from their shards): spectra and images go into memory-mapped files galaxy by galaxy, so memory does not
+    grow with the survey. Returns the (galaxies, bins) tables as written."""
+    if not len(galaxies):
         raise ValueError("nothing to write: no galaxy was prepared (were all inputs skipped?)")
-    ids = pd.Series([g.galaxy_id for g in galaxies])
+    prep = config["prepare"]
+    rows, bin_tables, maps, n_wave = [], [], {}, rest_frame_grid(prep).size
+    for i, galaxy in enumerate(tqdm(galaxies, desc="tables", unit="galaxy", leave=False)):
+        rows.append(galaxy.row)
+        bin_tables.append(galaxy.bins.assign(galaxy_index=np.int32(i)))
+        maps[galaxy.galaxy_id] = np.asarray(galaxy.spaxel_bins)
+    table = pd.DataFrame(rows)
+    ids = table["galaxy_id"]
     if ids.duplicated().any():
         raise ValueError(f"galaxy ids must be unique; repeated: {sorted(set(ids[ids.duplicated()]))}")
-    prep = config["prepare"]
-    table = pd.DataFrame([g.row for g in galaxies])
     groups = table["morphology"] if "morphology" in table else np.zeros(len(table))
     table["split"] = assign_split(groups, prep["val_fraction"], config["seed"])
     names = pd.Series([_file_name(g) for g in ids])
@@ -535,20 +604,26 @@ def write_core(writer: BundleWriter, galaxies: list[PreparedGalaxy], config: dic
     table["thumbnail"] = "thumbnails/" + names + ".png"
     table = table[GALAXY_COLUMNS + [c for c in table.columns if c not in GALAXY_COLUMNS]]
     table["n_bins"] = table["n_bins"].astype(np.int32)
-    bins = pd.concat(
-        [g.bins.assign(galaxy_index=np.int32(i)) for i, g in enumerate(galaxies)], ignore_index=True
-    )
+    bins = pd.concat(bin_tables, ignore_index=True)
     bins.insert(1, "galaxy_index", bins.pop("galaxy_index"))
 
     writer.write(schema.GALAXIES, table)
     writer.write(schema.BINS, bins)
     writer.write(schema.WAVE, rest_frame_grid(prep))
-    writer.write(schema.FLUX, np.concatenate([g.bin_flux for g in galaxies]))
-    writer.write(schema.IVAR, np.concatenate([g.bin_ivar for g in galaxies]))
-    writer.write(schema.SPAXEL_BINS, {g.galaxy_id: g.spaxel_bins for g in galaxies})
-    writer.write(schema.IMAGES, np.stack([g.image for g in galaxies]))
-    for g, path in zip(galaxies, table["thumbnail"]):
-        writer.write(schema.THUMBNAIL, g.thumbnail_png, thumbnail=path)
+    writer.write(schema.SPAXEL_BINS, maps)
+    flux = writer.open_array(schema.FLUX, (len(bins), n_wave))
+    ivar = writer.open_array(schema.IVAR, (len(bins), n_wave))
+    image_size = prep["image_size"]
+    gri = writer.open_array(schema.IMAGES, (len(table), 3, image_size, image_size))
+    start = 0
+    for i, (galaxy, path) in enumerate(zip(tqdm(galaxies, desc="spectra", unit="galaxy", leave=False),
+                                           table["thumbnail"])):
+        stop = start + len(galaxy.bins)
+        flux[start:stop], ivar[start:stop], gri[i] = galaxy.bin_flux, galaxy.bin_ivar, galaxy.image
+        writer.write(schema.THUMBNAIL, galaxy.thumbnail_png, thumbnail=path)
+        start = stop
+    for array in (flux, ivar, gri):
+        array.flush()
     writer.metrics["prepare"] = {
         "galaxies": len(table),
         "binned_spectra": len(bins),
@@ -568,6 +643,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
     parser.add_argument("--config", help="JSON file overriding precompute/config.py defaults")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    add_engine_arguments(parser)
     args = parser.parse_args(argv)
     if args.files and args.mock is not None:
         parser.error("give input files or --mock N, not both")
@@ -584,25 +660,27 @@ def main(argv: list[str]) -> int:
     config = load_config(args.config, **overrides)
     check_inputs(config)
 
+    from precompute.engine import engine
+    from precompute.shards import staging_folder
+
     start = time.perf_counter()
-    files = config["inputs"]["files"]
-    if files:
-        stream = prepare_files(files, config, catalogue=config["inputs"]["catalogue"],
-                               key=config["inputs"]["catalogue_key"], column_map=config["inputs"]["column_map"])
-    else:
-        stream = prepare_mock(config["mock"]["galaxies"], config["seed"], config["mock"]["format"], config)
+    staging = staging_folder(args.out, config)
     try:
-        galaxies, skipped = collect(stream)
+        with engine(args.workers, args.scheduler) as client:
+            galaxies, skipped, shards = prepare_to_staging(config, staging, client)
     except InputError as err:  # e.g. an unreadable catalogue: nothing can be prepared
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not galaxies:
-        print(f"nothing prepared: all {skipped} inputs were skipped; no bundle written", file=sys.stderr)
+    if not len(galaxies):
+        print(f"nothing prepared: all {len(skipped)} inputs were skipped; no bundle written", file=sys.stderr)
         return 1
     with BundleWriter(args.out, config, seed=config["seed"]) as writer:
         table, bins = write_core(writer, galaxies, config)
-        writer.metrics["prepare"]["skipped"] = skipped
-        writer.provenance["inputs"] = files or f"mock:{config['seed']}:{config['mock']['galaxies']}"
+        writer.metrics["prepare"]["skipped"] = len(skipped)
+        writer.provenance["inputs"] = config["inputs"]["files"] or f"mock:{config['seed']}:{config['mock']['galaxies']}"
+        writer.provenance["skipped"] = skipped
+        writer.provenance["shards"] = shards
         writer.provenance["timings"] = {"prepare_s": round(time.perf_counter() - start, 2)}
-    print(f"core bundle written to {args.out} ({len(table)} galaxies, {len(bins)} binned spectra, {skipped} skipped)")
+    shutil.rmtree(staging, ignore_errors=True)
+    print(f"core bundle written to {args.out} ({len(table)} galaxies, {len(bins)} binned spectra, {len(skipped)} skipped)")
     return 0

@@ -46,7 +46,8 @@ definition the dashboard uses too. Properties are every numeric or boolean colum
 
 Adds to `bins.parquet`: `desom1_node`, `desom1_qe`. Metrics `desom1`: `topographic_error`, `quantization_error`
 (training bins), `val_topographic_error`, `val_quantization_error` (held-out galaxies' bins), `val_mse_autoencoder`,
-`val_mse_pca`, `pca_components`, `improvement_over_pca` (1 − AE/PCA; masked MSE on the held-out galaxies' bins, PCA
+`val_mse_pca`, `pca_components`, `improvement_over_pca` (1 − AE/PCA; masked MSE on the held-out galaxies' bins, a random
+`config.desom1.max_train_spectra` of them in a larger survey; PCA
 with as many components as the latent, fitted on the same training spectra with bad pixels filled by the training
 mean), `smoothness` (per bin property: Pearson r between node medians and their neighbours' mean), `epochs`,
 `best_epoch`, `seconds`, `train_spectra`, `val_spectra`.

@@ -112,7 +112,7 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     if fit_on.size > cfg["max_train_spectra"]:
         fit_on = np.sort(np.random.default_rng(seed).choice(fit_on, cfg["max_train_spectra"], replace=False))
     model = spectrum_desom(len(wave), cfg, seed, device).fit(flux[fit_on], ivar[fit_on] > 0)
-    latent = model.encode(flux, ivar > 0)
+    latent = encode_in_chunks(model, flux, ivar)
     nodes, qe = model.bmu(latent, latent=True)
     bins = bins.assign(desom1_node=nodes.astype(np.int32), desom1_qe=qe.astype(np.float32))
 
@@ -126,7 +126,11 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     if held_out.any():
         metrics["val_topographic_error"] = model.topographic_error(latent[held_out], latent=True)
         metrics["val_quantization_error"] = model.quantization_error(latent[held_out], latent=True)
-        metrics.update(autoencoder_vs_pca(model, flux[fit_on], ivar[fit_on], flux[held_out], ivar[held_out]))
+        # a sample as large as the training one: the figure's precision, not a copy of every held-out spectrum
+        scored = np.flatnonzero(held_out)
+        if scored.size > cfg["max_train_spectra"]:
+            scored = np.sort(np.random.default_rng(seed).choice(scored, cfg["max_train_spectra"], replace=False))
+        metrics.update(autoencoder_vs_pca(model, flux[fit_on], ivar[fit_on], flux[scored], ivar[scored]))
     medians = table.pivot(index="node", columns="property", values="median")
     metrics["smoothness"] = {p: node_map_smoothness(medians[p].to_numpy(), cfg["rows"], cfg["cols"], cfg["topology"])
                              for p in medians.columns if not p.startswith(GALAXY_PREFIX)}
@@ -135,6 +139,12 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     fingerprints = write_fingerprints(writer, galaxies, bins, config)
     galaxy_nodes = build_desom2(writer, galaxies, fingerprints, config)
     return galaxies.assign(desom2_node=galaxy_nodes), bins, fingerprints
+
+
+def encode_in_chunks(model: DESOM, flux, ivar, chunk: int = 65536) -> np.ndarray:
+    """Latent vectors of every spectrum, read chunk by chunk (the spectra may be a memory map of the survey)."""
+    return np.concatenate([model.encode(np.asarray(flux[i:i + chunk]), np.asarray(ivar[i:i + chunk]) > 0)
+                           for i in range(0, len(flux), chunk)])
 
 
 def write_desom1(writer: BundleWriter, cfg: dict, bins: pd.DataFrame, galaxies: pd.DataFrame, flux, ivar,

@@ -90,3 +90,19 @@ def test_writer_takes_declared_dtypes_and_refuses_other_kinds(tmp_path):
                 w.write(schema.FLUX, np.ones(5, np.float32))
             raise RuntimeError("not kept")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_replacing_a_bundle_never_leaves_the_folder_missing_and_killed_writers_are_cleaned_up(tmp_path):
+    path = write_minimal(tmp_path / "demo")
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    (tmp_path / f".demo.tmp-{dead}-abc").mkdir()  # a writer killed while writing
+    write_minimal(path, {"seed": 7})  # replaces the bundle in one exchange
+    assert Bundle(path).manifest["config"] == {"seed": 7}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    assert oct(path.stat().st_mode & 0o777) != oct(0o700), "a data product must be readable by others"
+    path.rename(tmp_path / f".demo.old-{dead}")  # a writer killed between the two renames of the fallback swap
+    with pytest.raises(BundleError, match="without galaxies.parquet"):  # it writes nothing: refused at exit
+        with BundleWriter(path, {"seed": 8}, seed=8):
+            assert Bundle(path).manifest["config"] == {"seed": 7}, "the previous bundle is back before any work"
+    assert Bundle(path).manifest["config"] == {"seed": 7}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]

@@ -372,12 +372,14 @@ def test_cli_prepares_files_skips_a_bad_one_and_uses_the_catalogue(tmp_path, cap
     cube_bins = bundle.bins[bundle.bins.galaxy_id == "8485-1901"]
     assert np.allclose(cube_bins.radius_re, np.hypot(cube_bins.x_arcsec, cube_bins.y_arcsec) / 2.5)
     assert bundle.metrics["prepare"]["skipped"] == 1
+    skipped, = bundle.manifest["provenance"]["skipped"]  # listed in the manifest, one line naming the file
+    assert skipped.startswith(f"{tmp_path / 'broken.fits'}: ")
     # The cube's own GIMG/RIMG/IIMG are used, rebinned with their total flux kept
     assert np.allclose(bundle.read(schema.IMAGES)[0].sum(axis=(1, 2)), [100, 200, 300], rtol=1e-5)
 
 
 def test_cli_prepares_the_mock_survey_with_its_truth(tmp_path):
-    assert prepare.main(["--mock", "2", "--seed", "3", "--out", str(tmp_path / "mock")]) == 0
+    assert prepare.main(["--mock", "2", "--seed", "3", "--out", str(tmp_path / "mock"), "--workers", "0"]) == 0
     bundle = Bundle(tmp_path / "mock")
     table, bins = bundle.galaxies, bundle.bins
     assert list(table.source) == ["mock:3:0", "mock:3:1"] and bundle.manifest["seed"] == 3

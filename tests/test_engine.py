@@ -1,0 +1,154 @@
+"""The build on Dask: the same bundle in-process, on a LocalCluster and on a `dask scheduler` + `dask worker`
+cluster started here; a worker killed mid-preparation; a driver killed mid-build and started again.
+
+Every process a test starts is bound to 127.0.0.1 and ended by the test, whatever happens."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from precompute import schema
+from precompute.build import build
+from precompute.bundle import Bundle
+from precompute.config import load_config
+from precompute.schema import validate
+from precompute.shards import LOG, staging_folder
+
+pytestmark = pytest.mark.slow  # several builds and clusters: minutes on 2 cores
+
+# Small maps, no cube models: what differs between engines is the preparation, which this keeps whole.
+ENGINE_BUILD = dict(seed=5, device="cpu", mock={"galaxies": 14}, embedding_models=[],
+                    desom1={"rows": 4, "cols": 4, "max_train_spectra": 800, "pretrain_epochs": 1, "epochs": 1},
+                    desom2={"rows": 3, "cols": 3, "pretrain_epochs": 1, "epochs": 2})
+
+
+def engine_config() -> dict:
+    return load_config(**ENGINE_BUILD)
+
+
+def fingerprint_of(path) -> dict:
+    bundle = Bundle(path)
+    return {"galaxies": bundle.galaxies.to_dict("list"),
+            "bins": bundle.bins[["galaxy_id", "bin_id", "snr", "desom1_node"]].to_dict("list"),
+            "flux": np.asarray(bundle.read(schema.FLUX)).copy(),
+            "fingerprints": np.asarray(bundle.read(schema.FINGERPRINTS)).copy()}
+
+
+def assert_same_bundle(a, b):
+    assert a["galaxies"]["galaxy_id"] == b["galaxies"]["galaxy_id"]
+    assert a["bins"] == b["bins"]
+    assert np.array_equal(a["flux"], b["flux"]) and np.array_equal(a["fingerprints"], b["fingerprints"])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    path = build(engine_config(), tmp_path_factory.mktemp("engine") / "in-process", workers=0)
+    return fingerprint_of(path)
+
+
+def test_a_local_cluster_gives_the_same_bundle(in_process, tmp_path):
+    path = build(engine_config(), tmp_path / "local", workers=2)
+    assert_same_bundle(fingerprint_of(path), in_process)
+    assert validate(path) == []
+    assert not list(tmp_path.glob(".local.*")), "staging or temporary folders left behind"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o777 & ~current_umask())
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_a_scheduler_and_workers_started_by_hand_give_the_same_bundle(in_process, tmp_path):
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    processes = [subprocess.Popen([bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        address = f"tcp://127.0.0.1:{port}"
+        processes.append(subprocess.Popen([bin_dir / "dask", "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                           "--no-dashboard", "--host", "127.0.0.1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        path = build(engine_config(), tmp_path / "cluster", scheduler=address)
+        assert_same_bundle(fingerprint_of(path), in_process)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_a_worker_killed_mid_preparation_does_not_stop_the_build(in_process, tmp_path):
+    from distributed import LocalCluster
+
+    out = tmp_path / "killed-worker"
+    log = staging_folder(out, engine_config()) / LOG
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        victim = next(iter(cluster.workers.values())).process.pid
+        stop = threading.Event()
+
+        def kill_once_started():
+            while not stop.is_set():  # bounded by the build below, which sets `stop` when it returns
+                if log.exists() and len(log.read_text().split()) >= 2:
+                    os.kill(victim, signal.SIGKILL)
+                    return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_once_started, daemon=True)
+        killer.start()
+        try:
+            path = build(engine_config(), out, scheduler=cluster.scheduler_address)
+        finally:
+            stop.set()
+            killer.join(timeout=10)
+    assert_same_bundle(fingerprint_of(path), in_process)
+
+
+def test_a_killed_build_resumes_without_preparing_a_galaxy_twice(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(ENGINE_BUILD))
+    out = tmp_path / "resumed"
+    command = [sys.executable, "-m", "precompute", "build", "--config", str(config), "--out", str(out),
+               "--workers", "0"]
+    log = staging_folder(out, engine_config()) / LOG
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (log.exists() and len(log.read_text().split()) >= 4):
+            assert first.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline, "no shard was prepared within 300 s"
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    prepared_before = log.read_text().split()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    shards = Bundle(out).manifest["provenance"]["shards"]
+    n = ENGINE_BUILD["mock"]["galaxies"]
+    assert shards == {"reused": len(prepared_before), "prepared": n - len(prepared_before)}
+    assert validate(out) == []
+    assert not list(tmp_path.glob(".resumed.*")), "staging or temporary folders left behind"
