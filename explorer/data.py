@@ -62,6 +62,7 @@ KEY_COLUMNS = ("morphology", "log_mstar", "log_ssfr", "log_age_lw", "ew_halpha",
 # Columns that identify rather than describe: never offered as "colour by".
 NOT_PROPERTIES = {"galaxy_id", "source", "thumbnail", "galaxy_index", "bin_id", "desom1_node", "desom2_node"}
 MAX_CATEGORIES = 20  # more distinct values than this is an identifier, not a category
+CLUSTER_METHODS = {"kmeans": "k-means", "gmm": "GMM"}  # the methods of embeddings/<E>/clusters.parquet
 HOVER_THUMBNAILS_UP_TO = 3000  # inline thumbnails in hover payloads only for small surveys
 
 
@@ -106,8 +107,10 @@ class ExplorerData:
 
     # -- columns -------------------------------------------------------------------------------------------------
     def _with_derived_columns(self, galaxies: pd.DataFrame) -> pd.DataFrame:
-        """Add "k-NN agreement" between the first two embeddings: the share of common 10 nearest neighbours."""
+        """Add "k-NN agreement" between the first two embeddings: the share of common 10 nearest neighbours; and
+        every clustering of every embedding as a categorical column (so clusters colour every view)."""
         names = list(self.embeddings)
+        galaxies = galaxies.assign(**self._cluster_columns())
         if len(names) >= 2:
             a, b = (self.knn(name)[:, :10] for name in names[:2])
             shared = (a[:, :, None] == b[:, None, :]).any(axis=2).sum(axis=1)
@@ -218,6 +221,29 @@ class ExplorerData:
             self._cache[key] = density(histogram_fractions(values, edges), edges)
         return self._cache[key]
 
+    def _cluster_columns(self) -> dict[str, np.ndarray]:
+        """{cluster_column(E, clustering): labels as strings} for every column of embeddings/<E>/clusters.parquet."""
+        columns, self.cluster_tables = {}, {}
+        for name in self.embeddings:
+            table = self.bundle.read(schema.EMBEDDING_CLUSTERS, embedding=name)
+            self.cluster_tables[name] = list(table.columns)
+            if len(table) != self.n_galaxies:
+                raise BundleError(f"{self.path}: {schema.EMBEDDING_CLUSTERS.at(embedding=name)} has {len(table)} "
+                                  f"rows for {self.n_galaxies} galaxies")
+            for clustering in table.columns:
+                column = cluster_column(name, clustering)
+                LABELS.setdefault(column, f"Clusters: {name}, {clustering_label(clustering, self.embeddings[name])}")
+                columns[column] = table[clustering].astype(str).to_numpy(object)
+        return columns
+
+    def is_cluster_column(self, column: str) -> bool:
+        return any(column == cluster_column(embedding, clustering)
+                   for embedding, clusterings in self.cluster_tables.items() for clustering in clusterings)
+
+    def clusterings(self, embedding: str) -> list[str]:
+        """Clusterings of an embedding (columns of its clusters.parquet: kmeans_k2, gmm_k3, …)."""
+        return self.cluster_tables.get(embedding, [])
+
     # -- embeddings ----------------------------------------------------------------------------------------------
     def umap(self, name: str) -> np.ndarray:
         return self.bundle.read(schema.EMBEDDING_UMAP, embedding=name)
@@ -244,6 +270,25 @@ class ExplorerData:
         m = self.bundle.manifest
         return (f"{self.n_galaxies:,} galaxies · {self.n_bins:,} binned spectra · bundle `{m['bundle_id']}` · "
                 f"config `{m['config_hash']}`")
+
+
+def cluster_column(embedding: str, clustering: str) -> str:
+    """The galaxy column holding one clustering of an embedding (e.g. clusters_contrastive_kmeans_k3)."""
+    return f"clusters_{embedding}_{clustering}"
+
+
+def parse_clustering(clustering: str) -> tuple[str, int]:
+    """("kmeans", 3) from "kmeans_k3"."""
+    method, _, k = clustering.rpartition("_k")
+    return method, int(k)
+
+
+def clustering_label(clustering: str, embedding: dict) -> str:
+    """"k-means (cosine), k = 3" for kmeans_k3 of a cosine embedding (its index entry): k-means runs on unit
+    vectors there, on the vectors themselves for a Euclidean one."""
+    method, k = parse_clustering(clustering)
+    metric = f" ({embedding.get('metric')})" if method == "kmeans" and embedding.get("metric") else ""
+    return f"{CLUSTER_METHODS.get(method, method)}{metric}, k = {k}"
 
 
 def column_kind(series: pd.Series) -> str | None:

@@ -5,9 +5,12 @@ import panel as pn
 from panel.io.resources import CDN_DIST
 from panel.theme.fast import Fast
 
+from explorer.clusters import Clusters
 from explorer.comparison import Comparison
+from explorer.correlations import embedding_correlations
 from explorer.data import ExplorerData, label, load_data, resolve_bundle_path
 from explorer.gallery import Gallery, GalaxyDetail
+from explorer.image_features import ImageFeatures
 from explorer.prototype_spectra import PrototypeSpectra
 from explorer.samp import samp_button
 from explorer.scatter import GalaxyScatter, SpectraScatter
@@ -40,12 +43,14 @@ def template(**params) -> pn.template.FastListTemplate:
                                         **params)
 
 
-def colour_options(data: ExplorerData) -> dict[str, str]:
-    """{shown name: column}, numeric properties first, then categories."""
+def colour_options(data: ExplorerData) -> dict[str, dict[str, str]]:
+    """{group: {shown name: column}}: numeric properties, categories, then the clusters of every embedding."""
     kinds = data.colour_columns
+    clusters = {label(c): c for c in kinds if data.is_cluster_column(c)}
     numeric = {label(c): c for c, kind in kinds.items() if kind == "numeric"}
-    categorical = {f"{label(c)} (category)": c for c, kind in kinds.items() if kind == "categorical"}
-    return {**numeric, **categorical}
+    categorical = {f"{label(c)} (category)": c for c, kind in kinds.items()
+                   if kind == "categorical" and c not in clusters.values()}
+    return {"Properties": numeric, "Categories": categorical, **({"Clusters": clusters} if clusters else {})}
 
 
 class Dashboard:
@@ -55,8 +60,8 @@ class Dashboard:
         self.data = data
         self.state = SelectionState(data)
         state = self.state
-        self.colour_by = pn.widgets.Select(label="Colour by", options=colour_options(data), value=state.colour_by)
-        self.colour_by.link(state, value="colour_by")
+        self.colour_by = pn.widgets.Select(label="Colour by", groups=colour_options(data), value=state.colour_by)
+        self.colour_by.link(state, value="colour_by", bidirectional=True)  # views (clusters, correlations) set it too
         self.embedding = pn.widgets.Select(label="Embedding", options=list(data.embeddings), value=state.embedding,
                                            visible=bool(data.embeddings))
         self.embedding.link(state, value="embedding")
@@ -71,6 +76,9 @@ class Dashboard:
         self.detail = GalaxyDetail(data, state)
         self.table = SelectionTable(data, state)
         self.comparison = Comparison(data, state) if data.embeddings else None
+        self.clusters = Clusters(data, state) if data.embeddings else None
+        self.correlations = embedding_correlations(data, state) if data.embeddings else None
+        self.image_features = ImageFeatures(data, state) if data.bundle.has("image_vae") else None
         self.samp = samp_button(data, state)
 
     def sidebar(self) -> list:
@@ -109,6 +117,14 @@ class Dashboard:
         ))
         if self.comparison:
             rows.append(pn.Card(self.comparison.view, title="Population comparison (10-NN distances, KS test)",
+                                collapsible=False, sizing_mode="stretch_width"))
+        seed_figures = [(title, view.view) for title, view in (
+            ("Clusters (seed 000 Fig. 7)", self.clusters),
+            ("Embedding × properties (seed 000 Fig. 10)", self.correlations),
+            ("Image-VAE features (seed 004)", self.image_features)) if view]
+        if seed_figures:
+            rows.append(pn.Card(pn.Tabs(*seed_figures, dynamic=True, css_classes=["seed-figures"]),
+                                title="Clusters, correlations and image features of the embeddings",
                                 collapsible=False, sizing_mode="stretch_width"))
         return rows
 

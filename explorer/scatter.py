@@ -87,11 +87,14 @@ def selected_rows(galaxies: np.ndarray | None):
 class GalaxyScatter:
     """The linked galaxy scatter: box / lasso selections go to the state, and the state's selection is drawn by
     Bokeh itself (selected points opaque, the others faded). A selection change only sets the rendered
-    sources' selected indices: the plot is not rebuilt, so its cost does not grow with the survey."""
+    sources' selected indices: the plot is not rebuilt, so its cost does not grow with the survey.
+    Other planes of galaxies (the image-VAE latent plane) subclass it with their own `points` and `how`."""
+
+    css_class = "galaxy-scatter"
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
-        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=600, css_classes=["galaxy-scatter"])
+        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=600, css_classes=[self.css_class])
         self._sources: list = []  # Bokeh ColumnDataSources of the rendered plot(s) of this session
         self._rebuild()
         state.param.watch(self._rebuild, ["embedding", "colour_by"])
@@ -99,10 +102,17 @@ class GalaxyScatter:
 
     def _rebuild(self, *_):
         self._sources = []
-        points = galaxy_points(self.data, self.state.embedding, self.state.colour_by).opts(hooks=[self._remember])
+        points = self.points().opts(hooks=[self._remember])
         self.selection = hv.streams.Selection1D(source=points)
         self.selection.param.watch(self._on_select, "index")
         self.pane.object = points
+
+    def points(self) -> hv.Points:
+        return galaxy_points(self.data, self.state.embedding, self.state.colour_by)
+
+    @property
+    def how(self) -> str:
+        return f"box/lasso on the {self.state.embedding} UMAP"
 
     def _remember(self, plot, element) -> None:
         """HoloViews hook, run when the plot is rendered: keep its source to draw selections on."""
@@ -118,7 +128,7 @@ class GalaxyScatter:
 
     def _on_select(self, event) -> None:
         if event.new:
-            self.state.select_galaxies(event.new, how=f"box/lasso on the {self.state.embedding} UMAP")
+            self.state.select_galaxies(event.new, how=self.how)
         else:  # a click on empty space clears Bokeh's selection but not the state's (Clear does that): redraw it
             self._show_selection()
 

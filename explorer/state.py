@@ -10,7 +10,7 @@ import numpy as np
 import panel as pn
 import param
 
-from explorer.data import ExplorerData
+from explorer.data import ExplorerData, cluster_column, label
 
 
 def index_set(indices, n: int, what: str) -> np.ndarray:
@@ -32,6 +32,8 @@ class SelectionState(param.Parameterized):
     how = param.String(default="whole survey", doc="how the selection was made, recorded in exports")
     colour_by = param.String(default="", doc="galaxy column that colours the scatter and the SOM median map")
     embedding = param.String(default="", doc="embedding shown in the galaxy scatter")
+    clustering = param.String(default="", doc="clusters of the embedding shown by the cluster views and the "
+                                              "cluster colour-by: a column of embeddings/<E>/clusters.parquet")
     focus = param.Integer(default=None, allow_None=True, doc="galaxy g shown in the detail view")
     pinned = param.Array(default=None, allow_None=True, doc="population A of the comparison")
     pinned_how = param.String(default="")
@@ -39,6 +41,7 @@ class SelectionState(param.Parameterized):
     def __init__(self, data: ExplorerData, **params):
         params.setdefault("colour_by", data.default_colour())
         params.setdefault("embedding", next(iter(data.embeddings), ""))
+        params.setdefault("clustering", next(iter(data.clusterings(params["embedding"])), ""))
         super().__init__(**params)
         self.data = data
         self._derived: dict = {}  # arrays derived from the current selection, shared by the views
@@ -102,6 +105,29 @@ class SelectionState(param.Parameterized):
         nodes = sorted({int(k) for k in nodes})
         how = "DESOM-2 node" + ("s " if len(nodes) > 1 else " ") + ", ".join(self._node_names(nodes, self.data.desom2))
         self._set(galaxies=self.data.galaxies_in_nodes2(nodes), spectra=None, nodes=[], nodes2=nodes, how=how)
+
+    @property
+    def cluster_column(self) -> str:
+        """The galaxy column of the chosen clustering of the active embedding ("" when it has none)."""
+        if self.clustering not in self.data.clusterings(self.embedding):
+            return ""
+        return cluster_column(self.embedding, self.clustering)
+
+    def colour_by_clusters(self) -> None:
+        if self.cluster_column:
+            self.colour_by = self.cluster_column
+
+    def select_cluster(self, cluster: str) -> None:
+        """The galaxies of one cluster (a label of the chosen clustering, as a string)."""
+        column = self.cluster_column
+        members = np.flatnonzero(self.data.galaxies[column].to_numpy() == cluster)
+        self.select_galaxies(members, how=f"cluster {cluster} of {label(column)}")
+
+    @param.depends("embedding", "clustering", watch=True)
+    def _clusters_follow(self) -> None:
+        """While colouring by clusters, the colour follows the chosen embedding and clustering."""
+        if self.data.is_cluster_column(self.colour_by):
+            self.colour_by_clusters()
 
     def clear(self) -> None:
         self._set(galaxies=None, spectra=None, nodes=[], nodes2=[], how="whole survey")
