@@ -162,9 +162,16 @@ def load_config(path: str | Path | None = None, **overrides) -> dict:
 
 
 def check_inputs(config: dict) -> None:
-    """ConfigError naming every listed input file (and the catalogue) that does not exist, before any is read."""
+    """ConfigError naming every input (file, directory or glob pattern) that names nothing, and a missing
+    catalogue, before any file is read."""
+    from precompute.inputs import InputsError, resolve_inputs
+
     inputs = config["inputs"]
-    problems = [f"inputs.files: {name}: no such file" for name in inputs["files"] if not Path(name).is_file()]
+    problems = []
+    try:
+        resolve_inputs(inputs["files"])
+    except InputsError as err:
+        problems += [f"inputs.files: {line}" for line in str(err).splitlines()]
     if inputs["files"] and inputs["catalogue"] is not None and not Path(inputs["catalogue"]).is_file():
         problems.append(f"inputs.catalogue: {inputs['catalogue']}: no such file")
     if problems:

@@ -513,18 +513,29 @@ def prepare_files(paths, config: dict, catalogue=None, key: str = "plateifu", co
     return (yield from _stream(file_units(paths), config, table, f"{len(paths)} files"))
 
 
-def prepare_to_staging(config: dict, staging: Path, client=None) -> tuple[list, list[str], dict]:
-    """Prepare the configured inputs (files, else the mock survey) into shards under `staging` on the engine
-    `client` (precompute.engine; None = in-process), reusing finished shards.
+def resolved_inputs(config: dict) -> tuple[list[str], list[str]]:
+    """(files, skipped lines): the configured inputs (files, directories, globs) resolved into files; empty for
+    the mock survey. The catalogue is never an input."""
+    from precompute.inputs import resolve_inputs
 
-    Returns (StagedGalaxies in input order, skipped lines, counts {prepared, reused} of shards)."""
+    inputs = config["inputs"]
+    return resolve_inputs(inputs["files"], exclude=[inputs["catalogue"]]) if inputs["files"] else ([], [])
+
+
+def prepare_to_staging(config: dict, staging: Path, client=None) -> tuple[list, list[str], dict]:
+    """Prepare the configured inputs (files, directories, globs; else the mock survey) into shards under `staging`
+    on the engine `client` (precompute.engine; None = in-process), reusing finished shards.
+
+    Returns (StagedGalaxies in input order, skipped lines, provenance: the inputs' record, shards prepared and
+    reused)."""
     from precompute.engine import run_tasks
+    from precompute.inputs import inputs_record
     from precompute.shards import StagedGalaxies, file_units, mock_units, prepare_unit
 
-    files = config["inputs"]["files"]
+    files, skipped = resolved_inputs(config)
     units = file_units(files) if files else mock_units(config["mock"]["galaxies"])
     catalogue = read_catalogue(config) if files else None
-    folders, skipped, seen, counts, n_spectra = [], [], set(), {"prepared": 0, "reused": 0}, 0
+    folders, seen, counts, n_spectra = [], set(), {"prepared": 0, "reused": 0}, 0
     start = time.perf_counter()
     for unit, result in run_tasks(client, prepare_unit, units, "prepare", config=config, staging=str(staging),
                                   catalogue=catalogue):
@@ -541,7 +552,15 @@ def prepare_to_staging(config: dict, staging: Path, client=None) -> tuple[list, 
         _skip(line)
     _summary(f"{len(units)} inputs ({counts['reused']} shards reused)", len(folders), n_spectra, len(skipped),
              time.perf_counter() - start)
-    return StagedGalaxies(folders), skipped, counts
+    inputs = inputs_record(files) if files else f"mock:{config['seed']}:{config['mock']['galaxies']}"
+    return StagedGalaxies(folders), skipped, {"inputs": inputs, "shards": counts}
+
+
+def record_inputs(writer: BundleWriter, config: dict, provenance: dict) -> None:
+    """Provenance of the inputs into the bundle, with the list of files beside the manifest when it is long."""
+    writer.provenance.update(provenance)
+    if isinstance(provenance["inputs"], dict) and provenance["inputs"]["files"] == schema.INPUT_LIST.path:
+        writer.write(schema.INPUT_LIST, "\n".join(resolved_inputs(config)[0]).encode() + b"\n")
 
 
 def collect(stream) -> tuple[list[PreparedGalaxy], int]:
@@ -667,7 +686,7 @@ def main(argv: list[str]) -> int:
     staging = staging_folder(args.out, config)
     try:
         with engine(args.workers, args.scheduler) as client:
-            galaxies, skipped, shards = prepare_to_staging(config, staging, client)
+            galaxies, skipped, provenance = prepare_to_staging(config, staging, client)
     except InputError as err:  # e.g. an unreadable catalogue: nothing can be prepared
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -677,9 +696,8 @@ def main(argv: list[str]) -> int:
     with BundleWriter(args.out, config, seed=config["seed"]) as writer:
         table, bins = write_core(writer, galaxies, config)
         writer.metrics["prepare"]["skipped"] = len(skipped)
-        writer.provenance["inputs"] = config["inputs"]["files"] or f"mock:{config['seed']}:{config['mock']['galaxies']}"
+        record_inputs(writer, config, provenance)
         writer.provenance["skipped"] = skipped
-        writer.provenance["shards"] = shards
         writer.provenance["timings"] = {"prepare_s": round(time.perf_counter() - start, 2)}
     shutil.rmtree(staging, ignore_errors=True)
     print(f"core bundle written to {args.out} ({len(table)} galaxies, {len(bins)} binned spectra, {len(skipped)} skipped)")

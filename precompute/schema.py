@@ -254,7 +254,9 @@ MANIFEST_KEYS = {
     "config_hash": "16 hex digits of SHA-256 over the canonical JSON of `config`",
     "sections": "optional sections present, e.g. `[\"desom1\", \"fingerprints\", \"desom2\", \"embeddings\"]`",
     "metrics": "figures measured during the build (per section: e.g. `desom1.topographic_error`)",
-    "provenance": "software versions, input files, elapsed times, `torch_threads` (CPU results depend on it)",
+    "provenance": "software versions; `inputs` (count, bytes, hash of the sorted paths, the paths or `inputs.txt`; "
+                  "`mock:<seed>:<n>` for the mock survey); `skipped` (one line per input left out and why); "
+                  "`shards` (prepared, reused); elapsed times; `torch_threads` (CPU results depend on it)",
 }
 MANIFEST = BundleFile("manifest.json", "json", "core", "build record: keys below")
 
@@ -284,41 +286,42 @@ BIN_COLUMNS = (
     Column("desom1_node", "int32", "node `k` of the spectrum's DESOM-1 best-matching unit", section="desom1"),
     Column("desom1_qe", "float32", "latent distance to the BMU (quantization error)", section="desom1"),
 )
-# Columns of the mock survey's truth (documented, not required: a real survey brings its own catalogue).
+def _truth(name: str, dtype: str, meaning: str, unit: str = "") -> Column:
+    """A column of the mock survey's truth: documented, not required (a real survey brings its own catalogue)."""
+    return Column(name, dtype, meaning, unit, required=False)
+
+
 MOCK_TRUTH_COLUMNS = (
-    Column("morphology", "str", "E, S0, Sa, Sb, Sc, Sd, Irr, BCD", required=False),
-    Column("log_mstar", "float", "stellar mass", "log10 M☉", required=False),
-    Column("bt", "float", "bulge-to-total light ratio (r band)", required=False),
-    Column("log_age_lw", "float", "light-weighted (5500 Å) stellar age, whole galaxy", "log10 yr", required=False),
-    Column("log_age_mw", "float", "mass-weighted stellar age, whole galaxy", "log10 yr", required=False),
-    Column("logz_lw", "float", "light-weighted stellar metallicity", "log10 Z/Z☉", required=False),
-    Column("logz_mw", "float", "mass-weighted stellar metallicity", "log10 Z/Z☉", required=False),
-    Column("log_sfr", "float", "star-formation rate averaged over the last 100 Myr", "log10 M☉ yr⁻¹", required=False),
-    Column("log_ssfr", "float", "specific SFR", "log10 yr⁻¹", required=False),
-    Column("ew_halpha", "float", "integrated rest-frame equivalent width of Hα emission (positive = emission)", "Å",
-           required=False),
-    Column("d4000", "float", "integrated narrow D4000 (Balogh et al. 1999: 4000–4100 / 3850–3950 Å, per unit "
-           "frequency)", required=False),
-    Column("log_nii_ha", "float", "central (r < 1.5″) [NII]6583/Hα", "dex", required=False),
-    Column("log_oiii_hb", "float", "central (r < 1.5″) [OIII]5007/Hβ", "dex", required=False),
-    Column("bpt_class", "str", "`star-forming`, `composite`, `seyfert`, `liner`, `none` (lines too weak), from the "
-           "central ratios (Kewley 2001, Kauffmann 2003, Schawinski 2007 lines)", required=False),
-    Column("whan_class", "str", "`SF`, `sAGN`, `wAGN`, `retired`, `passive` (Cid Fernandes et al. 2011)",
-           required=False),
-    Column("agn", "bool", "has a Seyfert-like nucleus", required=False),
-    Column("quenched", "bool", "red / passive (sSFR < 10⁻¹¹ yr⁻¹)", required=False),
-    Column("inclination_deg", "float", "disk inclination (0 = face-on)", "deg", required=False),
-    Column("ellipticity", "float", "1 − b/a of the isophotes", required=False),
-    Column("pa_deg", "float", "position angle of the major axis", "deg", required=False),
-    Column("re_arcsec", "float", "half-light radius", "arcsec", required=False),
-    Column("re_kpc", "float", "half-light radius", "kpc", required=False),
-    Column("environment", "str", "`cluster`, `filament-wall`, `void`", required=False),
-    Column("av", "float", "V-band attenuation at the centre (Calzetti et al. 2000)", "mag", required=False),
-    Column("vrot_kms", "float", "asymptotic rotation velocity", "km s⁻¹", required=False),
-    Column("sigma_kms", "float", "central stellar velocity dispersion", "km s⁻¹", required=False),
-    Column("disturbed", "bool", "merger / disturbed system (asymmetric, second nucleus, tidal light) — rare kind",
-           required=False),
-    Column("extreme_emission", "bool", "extreme emission-line compact dwarf — rare kind", required=False),
+    _truth("morphology", "str", "E, S0, Sa, Sb, Sc, Sd, Irr, BCD"),
+    _truth("log_mstar", "float", "stellar mass", "log10 M☉"),
+    _truth("bt", "float", "bulge-to-total light ratio (r band)"),
+    _truth("log_age_lw", "float", "light-weighted (5500 Å) stellar age, whole galaxy", "log10 yr"),
+    _truth("log_age_mw", "float", "mass-weighted stellar age, whole galaxy", "log10 yr"),
+    _truth("logz_lw", "float", "light-weighted stellar metallicity", "log10 Z/Z☉"),
+    _truth("logz_mw", "float", "mass-weighted stellar metallicity", "log10 Z/Z☉"),
+    _truth("log_sfr", "float", "star-formation rate averaged over the last 100 Myr", "log10 M☉ yr⁻¹"),
+    _truth("log_ssfr", "float", "specific SFR", "log10 yr⁻¹"),
+    _truth("ew_halpha", "float", "integrated rest-frame equivalent width of Hα emission (positive = emission)", "Å"),
+    _truth("d4000", "float", "integrated narrow D4000 (Balogh et al. 1999: 4000–4100 / 3850–3950 Å, per unit "
+           "frequency)"),
+    _truth("log_nii_ha", "float", "central (r < 1.5″) [NII]6583/Hα", "dex"),
+    _truth("log_oiii_hb", "float", "central (r < 1.5″) [OIII]5007/Hβ", "dex"),
+    _truth("bpt_class", "str", "`star-forming`, `composite`, `seyfert`, `liner`, `none` (lines too weak), from the "
+           "central ratios (Kewley 2001, Kauffmann 2003, Schawinski 2007 lines)"),
+    _truth("whan_class", "str", "`SF`, `sAGN`, `wAGN`, `retired`, `passive` (Cid Fernandes et al. 2011)"),
+    _truth("agn", "bool", "has a Seyfert-like nucleus"),
+    _truth("quenched", "bool", "red / passive (sSFR < 10⁻¹¹ yr⁻¹)"),
+    _truth("inclination_deg", "float", "disk inclination (0 = face-on)", "deg"),
+    _truth("ellipticity", "float", "1 − b/a of the isophotes"),
+    _truth("pa_deg", "float", "position angle of the major axis", "deg"),
+    _truth("re_arcsec", "float", "half-light radius", "arcsec"),
+    _truth("re_kpc", "float", "half-light radius", "kpc"),
+    _truth("environment", "str", "`cluster`, `filament-wall`, `void`"),
+    _truth("av", "float", "V-band attenuation at the centre (Calzetti et al. 2000)", "mag"),
+    _truth("vrot_kms", "float", "asymptotic rotation velocity", "km s⁻¹"),
+    _truth("sigma_kms", "float", "central stellar velocity dispersion", "km s⁻¹"),
+    _truth("disturbed", "bool", "merger / disturbed system (asymmetric, second nucleus, tidal light) — rare kind"),
+    _truth("extreme_emission", "bool", "extreme emission-line compact dwarf — rare kind"),
 )
 MOCK_BIN_TRUTH = ("log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "av", "velocity_kms", "sigma_kms")
 
@@ -336,6 +339,8 @@ SPAXEL_BINS = BundleFile("spaxel_bins.npz", "arrays", "core", "one int32 `[ny, n
                          "Voronoi bin of each spaxel (`bin_id`), −1 = not in any kept bin", checks=(spaxel_bin_maps,))
 IMAGES = BundleFile("images/gri.npy", "array", "core", "g, r, i images, `S = config.prepare.image_size`", "float32",
                     ("n_galaxies", 3, "S", "S"), "nanomaggies / pixel", checks=(finite,))
+INPUT_LIST = BundleFile("inputs.txt", "blob", "core", "the build's input files, one path per line, when there are "
+                        "more than 50 (fewer are listed in `provenance.inputs`)", required=False)
 THUMBNAIL = BundleFile("{thumbnail}", "blob", "core", "`thumbnails/<galaxy_id>.png` (path in the `thumbnail` "
                        "column): Lupton et al. (2004) asinh gri composite (astropy `make_lupton_rgb`), PNG RGB")
 

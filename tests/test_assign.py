@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SURVEY_SEED
+from tiny_builds import SURVEY_SEED
 
 from precompute import assign, schema
 from precompute.formats import write_spectra_set

@@ -10,7 +10,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SURVEY_GALAXIES
+from tiny_builds import SURVEY_GALAXIES
 
 from precompute import schema
 from precompute.bundle import Bundle
