@@ -1,6 +1,7 @@
 """`python -m precompute assign`: place new spectra or cubes on a bundle's frozen spectral maps.
 
     python -m precompute assign --bundle data/bundles/demo FILE... --out placed.csv [--catalogue drpall.fits]
+                                [--workers N | --scheduler ADDRESS]
 
 Every input is prepared with the bundle's own configuration (same rest-frame grid, normalisation, Voronoi
 binning), then each binned spectrum gets one CSV row: source file, spectrum index (Voronoi bin of a cube, or index
@@ -15,14 +16,15 @@ import argparse
 import io
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from precompute import schema
 from precompute.bundle import Bundle, BundleError
+from precompute.engine import add_engine_arguments, engine
 from precompute.fingerprints import fingerprint_counts, fingerprint_string, normalise_fingerprints
 from precompute.models.desom import DESOM
 from precompute.models.som import best_matching_units
@@ -47,7 +49,7 @@ class FrozenMaps:
         bundle = Bundle(path)
         if not bundle.has("desom1"):
             raise BundleError(f"{bundle.path}: bundle has no desom1 section; build it with `python -m precompute build`")
-        desom1 = DESOM.load(io.BytesIO((bundle.path / "desom1/model.pt").read_bytes()), device=device)
+        desom1 = DESOM.load(io.BytesIO(bundle.read(schema.DESOM1_MODEL)), device=device)
         table = bundle.read(schema.DESOM1_NODE_PROPERTIES)
         medians = table.pivot(index="node", columns="property", values="median").add_prefix("median_")
         medians = medians.reindex(range(desom1.rows * desom1.cols))
@@ -55,7 +57,7 @@ class FrozenMaps:
         desom2 = prototypes = None
         if bundle.has("desom2") and node_scale is not None:
             if bundle.read(schema.DESOM2_GRID)["backend"] == "desom":
-                desom2 = DESOM.load(io.BytesIO((bundle.path / "desom2/model.pt").read_bytes()), device=device)
+                desom2 = DESOM.load(io.BytesIO(bundle.read(schema.DESOM2_MODEL)), device=device)
             else:
                 prototypes = np.asarray(bundle.read(schema.DESOM2_PROTOTYPES), np.float32)
                 prototypes = prototypes.reshape(len(prototypes), -1)
@@ -91,43 +93,60 @@ class FrozenMaps:
 
 
 def assign_files(bundle_path, paths, catalogue=None, key: str | None = None, column_map: dict | None = None,
-                 device: str = "cpu") -> pd.DataFrame:
-    """Place every spectrum of every file on the bundle's maps; one row per binned spectrum or failed input."""
+                 device: str = "cpu", client=None) -> pd.DataFrame:
+    """Place every spectrum of every file on the bundle's maps; one row per binned spectrum or failed input.
+    One task per file on the engine `client` (precompute.engine; None = in this process), rows in file order."""
     from precompute import formats
-    from precompute.prepare import prepare_galaxy, split_spectra
+    from precompute.engine import run_tasks
+    from precompute.shards import file_units
 
-    maps = FrozenMaps.load(bundle_path, device=device)
-    config = maps.bundle.config
+    config = Bundle(bundle_path).config
     key = key or config["inputs"].get("catalogue_key", "plateifu")
     table = None if catalogue is None else formats.read_catalogue(catalogue, key=key, column_map=column_map or {})
-    frames = []
-    for path in tqdm(list(map(str, paths)), desc="assign", unit="file", disable=None):
-        try:
-            observations = split_spectra(formats.read_observation(path, catalogue=table))
-        except (InputError, OSError) as err:
-            frames.append(_error_row(path, None, None, err))
-            continue
-        for index, obs in enumerate(observations):
-            spectrum = None if obs.is_cube else index
-            try:
-                galaxy = prepare_galaxy(obs, config["prepare"])
-            except InputError as err:
-                frames.append(_error_row(path, spectrum, obs.id, err))
-                continue
-            placed = maps.place(galaxy.bin_flux, galaxy.bin_ivar)
-            placed.insert(0, "galaxy_id", galaxy.galaxy_id)
-            placed.insert(0, "spectrum", galaxy.bins["bin_id"].to_numpy() if obs.is_cube else index)
-            placed.insert(0, "source", path)
-            if obs.is_cube and maps.node_scale is not None:
-                fingerprint, node2 = maps.galaxy_fingerprint(placed["node"].to_numpy())
-                placed.insert(8, "fingerprint", fingerprint_string(fingerprint))
-                placed.insert(8, "desom2_node", node2)
-            frames.append(placed)
+    frames = [frame for _, placed in run_tasks(client, assign_file, file_units(paths), "assign",
+                                               bundle_path=str(bundle_path), catalogue=table, device=device)
+              for frame in placed]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     if "error" not in out:
         out["error"] = ""
     out["error"] = out["error"].fillna("")
     return out
+
+
+@lru_cache(maxsize=2)
+def frozen_maps(bundle_path: str, device: str) -> FrozenMaps:
+    """One copy of a bundle's maps per process (each worker loads them once for all its files)."""
+    return FrozenMaps.load(bundle_path, device=device)
+
+
+def assign_file(unit, bundle_path: str, catalogue=None, device: str = "cpu") -> list[pd.DataFrame]:
+    """Task: the rows of one input file (its binned spectra placed, or one error row per failure)."""
+    from precompute import formats
+    from precompute.prepare import prepare_galaxy, split_spectra
+
+    maps, path = frozen_maps(bundle_path, device), unit.path
+    try:
+        observations = split_spectra(formats.read_observation(path, catalogue=catalogue))
+    except (InputError, OSError) as err:
+        return [_error_row(path, None, None, err)]
+    frames = []
+    for index, obs in enumerate(observations):
+        spectrum = None if obs.is_cube else index
+        try:
+            galaxy = prepare_galaxy(obs, maps.bundle.config["prepare"])
+        except InputError as err:
+            frames.append(_error_row(path, spectrum, obs.id, err))
+            continue
+        placed = maps.place(galaxy.bin_flux, galaxy.bin_ivar)
+        placed.insert(0, "galaxy_id", galaxy.galaxy_id)
+        placed.insert(0, "spectrum", galaxy.bins["bin_id"].to_numpy() if obs.is_cube else index)
+        placed.insert(0, "source", path)
+        if obs.is_cube and maps.node_scale is not None:
+            fingerprint, node2 = maps.galaxy_fingerprint(placed["node"].to_numpy())
+            placed.insert(8, "fingerprint", fingerprint_string(fingerprint))
+            placed.insert(8, "desom2_node", node2)
+        frames.append(placed)
+    return frames
 
 
 def _error_row(path, spectrum, galaxy_id, err: Exception) -> pd.DataFrame:
@@ -143,9 +162,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--catalogue", help="table with redshifts (e.g. drpall nsa_z) matched on --key")
     parser.add_argument("--key", help="catalogue column holding the file ids (default: the bundle's config)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add_engine_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        placed = assign_files(args.bundle, args.files, catalogue=args.catalogue, key=args.key, device=args.device)
+        with engine(args.workers, args.scheduler) as client:
+            placed = assign_files(args.bundle, args.files, catalogue=args.catalogue, key=args.key,
+                                  device=args.device, client=client)
     except (BundleError, InputError, ValueError) as err:
         print(f"assign: {err}", file=sys.stderr)
         return 1

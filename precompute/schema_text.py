@@ -14,6 +14,11 @@ Flux of prepared spectra is dimensionless: divided by the mean flux in `config.p
 their dimensions: `n_galaxies`, `n_bins`, `n_wave` (rows of the tables, length of the grid), `S` (image size),
 `rows × cols` (DESOM-1), `rows2 × cols2 = K2` (DESOM-2), `D` (an embedding's width), `k` (neighbours kept);
 `validate` resolves them across files.
+
+Storage: spectra and images are plain `.npy` files, written once by the build's driver galaxy by galaxy (streamed
+from the preparation shards into memory maps) and read lazily by memory-mapping (`numpy.load(mmap_mode="r")`) in
+the build's later stages, `assign` and the dashboard, so no process holds a survey's spectra in memory. A chunked
+format (Zarr) would let workers write the bundle's arrays in parallel; it has not been benchmarked against this yet.
 """
 
 SECTION_TITLES = {

@@ -3,6 +3,8 @@
 One session-scoped build (the README's demo bundle, `python -m precompute build`) serves every test that needs
 trained models (marked slow); the unit tests of the inputs and augmentations use tiny hand-made arrays.
 """
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,7 +76,7 @@ def test_bundle_sections_and_shapes(demo_build):
     assert "anomaly_score" in bundle.galaxies and np.isfinite(bundle.galaxies["anomaly_score"]).all()
     table = bundle.read(schema.IMAGE_VAE_CORRELATION)
     assert len(table) == CONFIG["image_vae"]["latent_dim"] and "log_mstar" in table
-    model = torch.load(bundle.path / "contrastive" / "model.pt", weights_only=False)
+    model = torch.load(io.BytesIO(bundle.read(schema.CONTRASTIVE_MODEL)), weights_only=False)
     assert model["network"]["n_features"] == 512
 
 

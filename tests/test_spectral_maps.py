@@ -33,7 +33,7 @@ def held_out_spectra(bundle: Bundle):
 
 
 def load_model(bundle: Bundle, name: str = "desom1") -> DESOM:
-    return DESOM.load(io.BytesIO((bundle.path / f"{name}/model.pt").read_bytes()))
+    return DESOM.load(io.BytesIO(bundle.read({"desom1": schema.DESOM1_MODEL, "desom2": schema.DESOM2_MODEL}[name])))
 
 
 def test_sections_follow_the_schema(survey_bundle):
