@@ -26,7 +26,8 @@ MAIN_SEQUENCE = (0.76, -7.64)
 WHAN_NII_HA = -0.4
 WHAN_EW = {"retired": 3.0, "strong AGN": 6.0, "passive": 0.5}
 EW_FLOOR = 0.1  # Å: EW(Hα) is drawn on a log axis; weaker (or absorption) values sit on this floor
-PLOT = dict(responsive=True, height=330, show_grid=True)
+# Fixed sizes, two plots side by side; no legends: the cluster buttons above show each cluster's colour and size.
+PLOT = dict(width=560, height=340, show_grid=True, show_legend=False)
 
 
 def cluster_members(data: ExplorerData, column: str) -> dict[str, np.ndarray]:
@@ -43,50 +44,54 @@ def plane_values(data: ExplorerData, x: str, y: str) -> pd.DataFrame:
     return frame
 
 
-def cluster_plane(data: ExplorerData, column: str, x: str, y: str, title: str) -> hv.Overlay:
-    """One point set per cluster (its colour, legend "cluster c: n") in the plane of two galaxy properties."""
+def cluster_plane(data: ExplorerData, column: str, x: str, y: str, galaxies) -> list:
+    """One point set per cluster (in its colour) in the plane of two galaxy properties, and the selected
+    galaxies (indices g, None = nothing selected) as black rings on top."""
     frame = plane_values(data, x, y)
     colours = category_colours(column, data.galaxies[column])
     kdims = [hv.Dimension(x, label=label(x)), hv.Dimension(y, label=label(y))]
-    layers = [hv.Points(frame.iloc[members], kdims=kdims, vdims=["galaxy_id"], label=f"cluster {c}: {len(members)}")
+    layers = [hv.Points(frame.iloc[members], kdims=kdims, vdims=["galaxy_id"], label=f"cluster {c}")
               .opts(color=colours[c], size=7, line_color="white", line_width=0.5, alpha=0.9, tools=["hover"])
               for c, members in cluster_members(data, column).items()]
-    return hv.Overlay(layers).opts(hv.opts.Overlay(title=title, legend_position="right", **PLOT))
+    rings = hv.Points(frame.iloc[np.zeros(0, np.int64) if galaxies is None else galaxies], kdims=kdims,
+                      vdims=["galaxy_id"]).opts(fill_alpha=0, line_color="black", line_width=1.5, size=11)
+    return [*layers, rings]
 
 
-def sfms_plot(data: ExplorerData, column: str) -> hv.Overlay:
+def sfms_plot(data: ExplorerData, column: str, galaxies=None) -> hv.Overlay:
     x = data.galaxies[SFMS[0]].to_numpy(float)
     masses = np.linspace(np.nanmin(x), np.nanmax(x), 2) if np.isfinite(x).any() else np.array([9.0, 11.5])
     slope, intercept = MAIN_SEQUENCE
-    reference = hv.Curve((masses, slope * masses + intercept), SFMS[0], SFMS[1],
-                         label="main sequence (Renzini & Peng 2015)").opts(color="#777", line_dash="dashed")
-    return (cluster_plane(data, column, *SFMS, "Star-formation main sequence per cluster") * reference).opts(
-        hv.opts.Overlay(title="Star-formation main sequence per cluster"))
+    reference = hv.Curve((masses, slope * masses + intercept), SFMS[0], SFMS[1]).opts(color="#777",
+                                                                                      line_dash="dashed")
+    title = "Star-formation main sequence per cluster (dashed: Renzini & Peng 2015)"
+    return hv.Overlay([*cluster_plane(data, column, *SFMS, galaxies), reference]).opts(
+        hv.opts.Overlay(title=title, **PLOT))
 
 
-def whan_plot(data: ExplorerData, column: str) -> hv.Overlay:
+def whan_plot(data: ExplorerData, column: str, galaxies=None) -> hv.Overlay:
     frame = plane_values(data, *WHAN)
     x_low, x_high = np.nanmin(frame[WHAN[0]]) - 0.1, np.nanmax(frame[WHAN[0]]) + 0.1
     x_low, x_high = min(x_low, WHAN_NII_HA - 0.5), max(x_high, WHAN_NII_HA + 0.5)
     line = dict(color="#555", line_width=1)
-    boundaries = hv.Overlay([
+    boundaries = [
         hv.Curve(([WHAN_NII_HA, WHAN_NII_HA], [WHAN_EW["retired"], 1e3]), *WHAN).opts(**line),
         hv.Curve(([x_low, x_high], [WHAN_EW["retired"]] * 2), *WHAN).opts(**line),
         hv.Curve(([WHAN_NII_HA, x_high], [WHAN_EW["strong AGN"]] * 2), *WHAN).opts(**line),
         hv.Curve(([x_low, x_high], [WHAN_EW["passive"]] * 2), *WHAN).opts(line_dash="dotted", **line),
-    ])
-    texts = hv.Overlay([hv.Text(x, y, text).opts(text_color="#555", text_font_size="9pt", text_align=align)
+    ]
+    texts = [hv.Text(x, y, text).opts(text_color="#555", text_font_size="9pt", text_align=align)
                         for x, y, text, align in ((x_low + 0.05, 300, "SF", "left"),
                                                   (x_high - 0.05, 300, "sAGN", "right"),
                                                   (x_high - 0.05, 4.2, "wAGN", "right"),
                                                   (x_high - 0.05, 1.2, "retired", "right"),
-                                                  (x_high - 0.05, 0.2, "passive", "right"))])
+                                                  (x_high - 0.05, 0.2, "passive", "right"))]
     title = "WHAN diagram per cluster (Cid Fernandes et al. 2011)"
     # a log axis is an option of every layer (the overlay takes its axes from them)
-    return (cluster_plane(data, column, *WHAN, title) * boundaries * texts).opts(
+    return hv.Overlay([*cluster_plane(data, column, *WHAN, galaxies), *boundaries, *texts]).opts(
         hv.opts.Points(logy=True), hv.opts.Curve(logy=True), hv.opts.Text(logy=True),
         hv.opts.Overlay(title=title, logy=True, xlim=(x_low, x_high), ylim=(EW_FLOOR / 1.5, None),
-                        ylabel=f"{label(WHAN[1])} (≥ {EW_FLOOR} Å)"))
+                        ylabel=f"{label(WHAN[1])} (≥ {EW_FLOOR} Å)", **PLOT))
 
 
 def composition(data: ExplorerData, column: str, galaxies: np.ndarray) -> pd.DataFrame:
@@ -106,15 +111,8 @@ def composition_plot(data: ExplorerData, column: str, galaxies: np.ndarray) -> h
     frame = composition(data, column, galaxies)
     return hv.Bars(frame, kdims=[hv.Dimension(MORPHOLOGY, label="Morphology"), "cluster"],
                    vdims=[hv.Dimension("share", label="Share of the type in each cluster"), "galaxies"]).opts(
-        stacked=True, cmap=category_colours(column, data.galaxies[column]), tools=["hover"], legend_position="right",
+        stacked=True, cmap=category_colours(column, data.galaxies[column]), tools=["hover"],
         title=f"Morphology composition of {len(galaxies):,} galaxies", **PLOT)
-
-
-def selection_rings(data: ExplorerData, x: str, y: str, galaxies) -> hv.Points:
-    """The selected galaxies as black rings (none drawn when nothing is selected)."""
-    frame = plane_values(data, x, y).iloc[np.zeros(0, np.int64) if galaxies is None else galaxies]
-    return hv.Points(frame, kdims=[x, y], vdims=["galaxy_id"]).opts(
-        fill_alpha=0, line_color="black", line_width=1.5, size=11)
 
 
 class Clusters:
@@ -130,7 +128,7 @@ class Clusters:
         self.colour.on_click(lambda _: state.colour_by_clusters())
         self.buttons = pn.FlexBox(css_classes=["cluster-buttons"])
         self.summary = pn.pane.Markdown("")
-        self.plots = pn.GridBox(ncols=2, sizing_mode="stretch_width")
+        self.plots = pn.GridBox(*self._plots(), ncols=2)
         self.view = pn.Column(pn.Row(pn.pane.HTML("<b>Method</b>", align="center"), self.method,
                                      pn.pane.HTML("<b>k</b>", align="center", margin=(5, 5, 5, 20)), self.k,
                                      self.colour),
@@ -161,7 +159,7 @@ class Clusters:
         column = state.cluster_column
         if not column:
             self.summary.object = f"No clustering {state.clustering!r} for the {state.embedding} embedding."
-            self.buttons.objects, self.plots.objects = [], []
+            self.buttons.objects = []
             return
         members = cluster_members(data, column)
         colours = category_colours(column, data.galaxies[column])
@@ -169,7 +167,6 @@ class Clusters:
         self.summary.object = (f"**{state.embedding}**, {method} (fitted on the training galaxies) — click a cluster "
                                "to select its galaxies:")
         self.buttons.objects = [self._cluster_button(c, len(g), colours[c]) for c, g in members.items()]
-        self.plots.objects = self._plots(column)
 
     def _cluster_button(self, cluster: str, n: int, colour: str) -> pn.widgets.Button:
         button = pn.widgets.Button(label=f"cluster {cluster} · {n} galaxies", variant="outline",
@@ -177,17 +174,18 @@ class Clusters:
         button.on_click(lambda _: self.state.select_cluster(cluster))
         return button
 
-    def _plots(self, column: str) -> list:
-        data, galaxies = self.data, self.state.param.galaxies
-        plots = []
-        for columns, plot in ((SFMS, sfms_plot), (WHAN, whan_plot)):
-            if all(c in data.colour_columns for c in columns):
-                base = plot(data, column)
-                rings = hv.DynamicMap(pn.bind(selection_rings, data, *columns, galaxies))
-                # overlaid with a DynamicMap, the overlay's own options (title, axes) must be given again
-                plots.append(pn.pane.HoloViews((base * rings).opts(hv.opts.Overlay(**base.opts.get().kwargs)),
-                                               sizing_mode="stretch_width", linked_axes=False))
+    def _plots(self) -> list:
+        """The Fig. 7 plots, each redrawn (small: one point per galaxy) when the clustering or the selection
+        changes; None while the active embedding has no such clustering."""
+        data, state = self.data, self.state
+        follows = dict(clustering=state.param.clustering, embedding=state.param.embedding, galaxies=state.param.galaxies)
+
+        def drawn(plot):
+            return pn.bind(lambda clustering, embedding, galaxies:
+                           plot(data, state.cluster_column, galaxies) if state.cluster_column else None, **follows)
+
+        plots = [drawn(plot) for columns, plot in ((SFMS, sfms_plot), (WHAN, whan_plot))
+                 if all(c in data.colour_columns for c in columns)]
         if MORPHOLOGY in data.colour_columns:
-            bars = hv.DynamicMap(pn.bind(lambda g: composition_plot(data, column, self.state.selected), galaxies))
-            plots.append(pn.pane.HoloViews(bars, sizing_mode="stretch_width", linked_axes=False))
-        return plots
+            plots.append(drawn(lambda data, column, galaxies: composition_plot(data, column, state.selected)))
+        return [pn.pane.HoloViews(plot, linked_axes=False) for plot in plots]

@@ -37,13 +37,13 @@ def correlation_frame(table: pd.DataFrame, rows: list[str]) -> pd.DataFrame:
     return pd.DataFrame({**text, "r": r.ravel()}).astype({name: object for name in text})
 
 
-def correlation_heatmap(frame: pd.DataFrame, title: str, rows_label: str) -> hv.HeatMap:
+def correlation_heatmap(frame: pd.DataFrame, title: str, rows_label: str, width: int = 1100) -> hv.HeatMap:
     heatmap = hv.HeatMap(frame, kdims=[hv.Dimension("property", label="Galaxy property"),
                                        hv.Dimension("row", label=rows_label)],
                          vdims=[hv.Dimension("r", label="Pearson r", range=(-1, 1)), "column"])
     rows = list(dict.fromkeys(frame["row"]))
     return heatmap.opts(cmap=R_CMAP, clim=(-1, 1), colorbar=True, colorbar_opts={"title": "Pearson r"},
-                        tools=["hover", "tap"], xrotation=60, invert_yaxis=True, title=title, responsive=True,
+                        tools=["hover", "tap"], xrotation=60, invert_yaxis=True, title=title, width=width,
                         height=heatmap_height(len(rows)), line_color="white", line_width=0.5)
 
 
@@ -59,7 +59,7 @@ class CorrelationTable:
     def __init__(self, data: ExplorerData, state: SelectionState, element: Callable[[], hv.HeatMap],
                  follows: tuple[str, ...] = (), css_class: str = "correlation-table"):
         self.data, self.state, self.element = data, state, element
-        self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", css_classes=[css_class], linked_axes=False)
+        self.pane = pn.pane.HoloViews(css_classes=[css_class], linked_axes=False)
         self.note = pn.pane.Markdown("Tap a cell to colour the maps by that property.",
                                      styles={"font-size": "12px", "color": "#555"})
         self.view = pn.Column(self.note, self.pane, sizing_mode="stretch_width")

@@ -21,7 +21,7 @@ from precompute import schema
 
 EMBEDDING = "image_vae"  # the embedding the image VAE writes (its latent means)
 MORPHOLOGY = "morphology"
-TILE = 56  # screen pixels per decoded image in a traversal strip
+TILE = 44  # screen pixels per decoded image in a traversal strip
 GAP = 2
 
 
@@ -79,6 +79,7 @@ class LatentPlane(GalaxyScatter):
         self.latent = np.asarray(data.bundle.read(schema.EMBEDDING_VECTORS, embedding=EMBEDDING), float)
         self.features = plane_features(data, self.latent)
         super().__init__(data, state)
+        self.pane.param.update(sizing_mode="fixed", width=600, height=440)
 
     def points(self) -> hv.Points:
         a, b = self.features
@@ -86,7 +87,8 @@ class LatentPlane(GalaxyScatter):
         frame = points.data.assign(umap_1=self.latent[:, a], umap_2=self.latent[:, b])
         return points.clone(frame).redim(umap_1=f"feature_{a}", umap_2=f"feature_{b}").opts(
             xlabel=f"image-VAE feature {a}   ○ training  ☆ validation", ylabel=f"image-VAE feature {b}",
-            title=f"Image-VAE latent plane, coloured by {label(self.state.colour_by)}", height=420)
+            title=f"Image-VAE latent plane, coloured by {label(self.state.colour_by)}", responsive=False,
+            width=600, height=440)
 
     @property
     def how(self) -> str:
@@ -122,6 +124,5 @@ class ImageFeatures:
         plane_note = pn.pane.Markdown(f"Features {a} and {b}: the two that best separate the morphological types "
                                       "(largest share of their variance between the types' means). Box or lasso "
                                       "select galaxies here.", styles={"font-size": "12px", "color": "#555"})
-        self.view = pn.Column(pn.Row(self.traversals, pn.Column(plane_note, self.plane.pane, sizing_mode="stretch_width"),
-                                     sizing_mode="stretch_width"),
-                              self.correlations.view, sizing_mode="stretch_width")
+        self.view = pn.Column(pn.Row(self.traversals, pn.Column(plane_note, self.plane.pane, width=620)),
+                              self.correlations.view)
