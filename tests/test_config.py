@@ -135,7 +135,7 @@ def test_check_build_refuses_missing_inputs_and_unknown_devices(tmp_path):
     with pytest.raises(ConfigError) as caught:
         check_build(config)
     assert caught.value.problems == [
-        f"inputs.files: {tmp_path / 'gone.fits'}: no such file",
+        f"inputs.files: {tmp_path / 'gone.fits'}: no such file or directory",
         f"inputs.catalogue: {tmp_path / 'drpall.fits'}: no such file",
         "device: expected auto, cpu, cuda, cuda:N or another torch device, got 'gpu'",
     ]
@@ -193,7 +193,7 @@ def test_cli_build_refuses_too_few_galaxies_at_once(tmp_path):
 
 def test_cli_prepare_refuses_missing_files(tmp_path, capsys):
     assert cli.main(["prepare", str(tmp_path / "gone.fits"), "--out", str(tmp_path / "bundle")]) == 2
-    assert capsys.readouterr().err == f"precompute prepare: inputs.files: {tmp_path / 'gone.fits'}: no such file\n"
+    assert capsys.readouterr().err == f"precompute prepare: inputs.files: {tmp_path / 'gone.fits'}: no such file or directory\n"
     assert not (tmp_path / "bundle").exists()
 
 
