@@ -18,12 +18,15 @@ SELECTION_COLOUR = "#e6194b"
 PICKED_NODE_COLOUR = "#00b7eb"
 EMPTY_COLOUR = "#eeeeee"
 # Astronomers read morphology along the Hubble sequence: keep its order, red early types to blue late types.
-ORDERED_CATEGORIES = {"morphology": ("E", "S0", "Sa", "Sb", "Sc", "Sd", "Irr", "BCD")}
+ORDERED_CATEGORIES = {"morphology": ("E", "S0", "Sa", "Sb", "Sc", "Sd", "Irr", "BCD"),
+                      "relevance": ("interesting", "not interesting", "unlabelled")}
 FIXED = {
     "morphology": dict(zip(ORDERED_CATEGORIES["morphology"],
                            ("#b2182b", "#d6604d", "#f4a582", "#92c5de", "#4393c3", "#2166ac", "#5aae61", "#762a83"))),
     "quenched": {"True": "#d6604d", "False": "#4393c3"},
     "split": {"train": "#4d4d4d", "val": "#e08214"},
+    # the few labelled galaxies stand out; the unlabelled many recede
+    "relevance": {"interesting": "#e6194b", "not interesting": "#4363d8", "unlabelled": "#d9d9d9"},
 }
 
 

@@ -17,6 +17,7 @@ import panel as pn
 from explorer.colours import as_categories
 from precompute import schema
 from precompute.bundle import Bundle, BundleError
+from precompute.labels import LabelLog, labels_path
 from precompute.node_statistics import density, histogram_fractions, node_medians
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "data" / "bundles" / "demo"
@@ -56,6 +57,8 @@ LABELS = {
     "n_spaxels": "Spaxels per bin",
     "desom1_qe": "DESOM-1 quantization error",
     "anomaly_score": "Anomaly score",
+    "relevance": "Your label: interesting or not",
+    "tags": "Your tags",
 }
 # Columns worth showing first in tooltips and the selection table.
 KEY_COLUMNS = ("morphology", "log_mstar", "log_ssfr", "log_age_lw", "ew_halpha", "redshift", "bpt_class")
@@ -64,6 +67,7 @@ NOT_PROPERTIES = {"galaxy_id", "source", "thumbnail", "galaxy_index", "bin_id", 
 MAX_CATEGORIES = 20  # more distinct values than this is an identifier, not a category
 CLUSTER_METHODS = {"kmeans": "k-means", "gmm": "GMM"}  # the methods of embeddings/<E>/clusters.parquet
 HOVER_THUMBNAILS_UP_TO = 3000  # inline thumbnails in hover payloads only for small surveys
+LABEL_COLUMNS = ("relevance", "tags")  # galaxy columns made from the labels file (precompute.labels.LabelLog.columns)
 
 
 def label(column: str) -> str:
@@ -103,6 +107,9 @@ class ExplorerData:
         self.galaxy_node2 = galaxies["desom2_node"].to_numpy(np.int64) if self.desom2 else None
         self.embeddings: dict = self.bundle.read(schema.EMBEDDING_INDEX) if self.bundle.has("embeddings") else {}
         self.galaxies = self._with_derived_columns(galaxies)
+        # labels are shared by every session of this process (one log per bundle), read once at start
+        self.labels = LabelLog(labels_path(self.path), galaxies["galaxy_id"].to_numpy(), self.bundle.id)
+        self.galaxies = self.galaxies.assign(**self.labels.columns())
         self._cache: dict = {}
 
     # -- columns -------------------------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ class ExplorerData:
         for column in self.galaxies.columns:
             if column in NOT_PROPERTIES:
                 continue
-            kind = column_kind(self.galaxies[column])
+            kind = "categorical" if column in LABEL_COLUMNS else column_kind(self.galaxies[column])
             if kind:
                 kinds[column] = kind
         return kinds
@@ -140,6 +147,27 @@ class ExplorerData:
             if column in self.colour_columns:
                 return column
         return next(iter(self.colour_columns), "split")
+
+    # -- labels ----------------------------------------------------------------------------------------------------
+    def record_label(self, action: str, label: str, galaxies, how: str) -> dict:
+        """Add or remove a label for galaxies g (durably, in the labels file) and update the label columns."""
+        if action not in ("add", "remove"):
+            raise ValueError(f"label action must be add or remove, not {action!r}")
+        event = getattr(self.labels, action)(label, galaxies, how)
+        self._labels_changed()
+        return event
+
+    def undo_label(self, event_id: str) -> dict:
+        event = self.labels.undo(event_id)
+        self._labels_changed()
+        return event
+
+    def _labels_changed(self) -> None:
+        """The label columns follow the log; statistics cached on them are stale."""
+        for column, values in self.labels.columns().items():
+            self.galaxies[column] = values
+        self._cache = {key: value for key, value in self._cache.items()
+                       if not (isinstance(key, tuple) and set(LABEL_COLUMNS) & set(key))}
 
     # -- galaxies ↔ spectra ↔ nodes --------------------------------------------------------------------------------
     def galaxy_mask(self, galaxies: np.ndarray) -> np.ndarray:

@@ -8,7 +8,9 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 
+from explorer.anomaly_explained import anomaly_explained
 from explorer.data import KEY_COLUMNS, ExplorerData, label, thumbnail_uri
+from explorer.labelling import FocusLabels
 from explorer.state import SelectionState
 from precompute import schema
 
@@ -165,11 +167,15 @@ class GalaxyDetail:
         self.maps = pn.pane.HoloViews(hv.Layout(plots).opts(shared_axes=False, toolbar=None) if plots else None)
         self.neighbour_cards = [_Card(state, 84) for _ in range(N_NEIGHBOURS)]
         self.neighbour_title = pn.pane.Markdown("")
+        self.labels = FocusLabels(data, state)
+        self.anomaly = anomaly_explained(data, state)
         self.view = pn.Column(
             self.summary,
+            self.labels.view,
             pn.FlexBox(self.image, self.maps),
             self.neighbour_title,
             pn.FlexBox(*(c.view for c in self.neighbour_cards)),
+            *([self.anomaly.view] if self.anomaly else []),
             sizing_mode="stretch_width",
         )
         state.param.watch(self.render, ["focus", "embedding"])

@@ -11,7 +11,9 @@ from explorer.correlations import embedding_correlations
 from explorer.data import ExplorerData, label, load_data, resolve_bundle_path
 from explorer.gallery import Gallery, GalaxyDetail
 from explorer.image_features import ImageFeatures
+from explorer.labelling import LabelTools
 from explorer.prototype_spectra import PrototypeSpectra
+from explorer.ranking import WhatNext
 from explorer.samp import samp_button
 from explorer.scatter import GalaxyScatter, SpectraScatter
 from explorer.selection_table import SelectionTable
@@ -80,6 +82,8 @@ class Dashboard:
         self.correlations = embedding_correlations(data, state) if data.embeddings else None
         self.image_features = ImageFeatures(data, state) if data.bundle.has("image_vae") else None
         self.samp = samp_button(data, state)
+        self.label_tools = LabelTools(data, state)
+        self.what_next = WhatNext(data, state) if data.embeddings else None
 
     def sidebar(self) -> list:
         items = [
@@ -115,6 +119,10 @@ class Dashboard:
             pn.Card(self.table.view, title="Selection", collapsible=False, width=560),
             sizing_mode="stretch_width",
         ))
+        rows.append(pn.Card(pn.Row(self.label_tools.view, *([self.what_next.view] if self.what_next else []),
+                                   sizing_mode="stretch_width"),
+                            title="Discovery: labels and what to look at next", collapsible=False,
+                            sizing_mode="stretch_width", css_classes=["discovery"]))
         if self.comparison:
             rows.append(pn.Card(self.comparison.view, title="Population comparison (10-NN distances, KS test)",
                                 collapsible=False, sizing_mode="stretch_width"))

@@ -10,7 +10,7 @@ import numpy as np
 import panel as pn
 import param
 
-from explorer.data import ExplorerData, cluster_column, label
+from explorer.data import LABEL_COLUMNS, ExplorerData, cluster_column, label
 
 
 def index_set(indices, n: int, what: str) -> np.ndarray:
@@ -37,6 +37,7 @@ class SelectionState(param.Parameterized):
     focus = param.Integer(default=None, allow_None=True, doc="galaxy g shown in the detail view")
     pinned = param.Array(default=None, allow_None=True, doc="population A of the comparison")
     pinned_how = param.String(default="")
+    labels_changed = param.Event(doc="a label was given or undone (by this session): views of labels follow it")
 
     def __init__(self, data: ExplorerData, **params):
         params.setdefault("colour_by", data.default_colour())
@@ -45,6 +46,7 @@ class SelectionState(param.Parameterized):
         super().__init__(**params)
         self.data = data
         self._derived: dict = {}  # arrays derived from the current selection, shared by the views
+        self.label_events: list[dict] = []  # this session's label events, newest last: what Undo cancels
 
     # -- what is selected --------------------------------------------------------------------------------------
     @property
@@ -128,6 +130,37 @@ class SelectionState(param.Parameterized):
         """While colouring by clusters, the colour follows the chosen embedding and clustering."""
         if self.data.is_cluster_column(self.colour_by):
             self.colour_by_clusters()
+
+    # -- labels (precompute.labels: the log beside the bundle, shared by every session) --------------------------
+    def label(self, label: str, galaxies=None, how: str | None = None, action: str = "add") -> dict:
+        """Give (or, with action="remove", take away) a label: to `galaxies` (indices g), by default the selection
+        as it was made (a tapped SOM node labels its members: the selection's `how` names the node)."""
+        galaxies = self.selected if galaxies is None else galaxies
+        event = self.data.record_label(action, label, galaxies, self.how if how is None else how)
+        self.label_events.append(event)
+        self._labels_shown()
+        return event
+
+    def undo_label(self) -> dict | None:
+        """Cancel this session's latest label event not yet undone; None when there is nothing to undo."""
+        if not self.label_events:
+            return None
+        event = self.data.undo_label(self.label_events.pop()["event"])
+        self._labels_shown()
+        return event
+
+    def select_label(self, label: str) -> None:
+        """The galaxies that carry a label now (a relevance label or a tag)."""
+        mask = self.data.labels.labels.get(label)
+        if mask is None:
+            raise KeyError(f"no galaxy carries the label {label!r} in {self.data.labels.path}")
+        self.select_galaxies(np.flatnonzero(mask), how=f"label {label}")
+
+    def _labels_shown(self) -> None:
+        with pn.io.hold(freeze=True):
+            self.param.trigger("labels_changed")
+            if self.colour_by in LABEL_COLUMNS:  # recolour by the new labels
+                self.param.trigger("colour_by")
 
     def clear(self) -> None:
         self._set(galaxies=None, spectra=None, nodes=[], nodes2=[], how="whole survey")

@@ -16,6 +16,7 @@ STEPS = {
     "assign": ("precompute.assign", "place new spectra or cubes on a bundle's frozen maps, write a CSV"),
     "compare": ("precompute.compare", "compare two galaxy populations in an embedding (10-NN distances + KS test)"),
     "validate": ("precompute.validate", "check bundles against the schema: one line per problem, exit 1 if any"),
+    "rank": ("precompute.rank", "what to look at next: anomaly score x relevance learned from labels, write a CSV"),
 }
 
 

@@ -25,6 +25,7 @@ from precompute.bundle import BundleWriter
 SECTIONS = ("embeddings", "contrastive", "anomaly", "image_vae")  # files: precompute.schema
 
 RARE_KINDS = ("agn", "disturbed", "extreme_emission")  # mock truth flags the anomaly score should find
+EXPLAINED_LINES = 3  # lines per galaxy whose data / reconstruction / residual maps explain its score (dashboard)
 
 
 def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: list, config: dict,
@@ -165,7 +166,7 @@ def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarr
     model = EmissionLineAnomaly(cfg["latent_dim"], cfg["hidden"], cfg["epochs"], cfg["batch_size"],
                                 cfg["learning_rate"], cfg["snr_softening"], cfg["detection_snr"], seed, device)
     model.fit(cubes[train], sigma[train], good[train])
-    residuals = model.residuals(cubes, sigma, good)
+    residuals = model.residuals(cubes, sigma, good, top_lines=EXPLAINED_LINES)
     latent = model.transform(cubes, sigma, good)
     writer.write(schema.ANOMALY_MODEL, _torch_bytes(model.state()))
     writer.write(schema.ANOMALY_LINES, {"names": list(EMISSION_LINES), "wave": list(EMISSION_LINES.values()),
@@ -173,6 +174,8 @@ def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarr
                                        "snr_softening": model.snr_softening, "detection_snr": model.detection_snr})
     writer.write(schema.ANOMALY_LINE_RESIDUALS, residuals["line"])
     writer.write(schema.ANOMALY_SPAXEL_RESIDUALS, residuals["spaxel"])
+    writer.write(schema.ANOMALY_TOP_LINES, residuals["top_lines"])
+    writer.write(schema.ANOMALY_TOP_LINE_MAPS, residuals["top_line_maps"])
     metrics = {"seconds": round(time.perf_counter() - start, 2), "final_loss": model.history_[-1]}
     for kind in RARE_KINDS:
         if kind in galaxies and 0 < galaxies[kind].astype(bool).sum() < len(galaxies):

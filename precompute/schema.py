@@ -186,6 +186,11 @@ def grid_json(bundle, dims, values, label) -> list[str]:
     return problems
 
 
+def line_indices(bundle, dims, values, label) -> list[str]:
+    """indices into the lines of `anomaly/lines.json`"""
+    return _in_range(values, dims.get("n_lines"), label, "line index")
+
+
 def embedding_index(bundle, dims, values, label) -> list[str]:
     """{name: {dim, metric ∈ cosine/euclidean, description}}"""
     problems = []
@@ -441,6 +446,17 @@ ANOMALY_SPAXEL_RESIDUALS = BundleFile("anomaly/spaxel_residuals.npy", "array", "
                                       "detected)", "float32", ("n_galaxies", "crop", "crop"), checks=(finite_or_nan,))
 ANOMALY_MODEL = BundleFile("anomaly/model.pt", "blob", "anomaly", "the ConvLSTM autoencoder (`network` config, "
                            "`state_dict`), `snr_softening`, `detection_snr`, loss history")
+# Written by builds since issue 13 (the dashboard's "why unusual" maps); older bundles lack them.
+ANOMALY_TOP_LINES = BundleFile("anomaly/top_lines.npy", "array", "anomaly", "each galaxy's `n_top` lines of largest "
+                               "`line_residuals`, largest first (indices into the `names` of `anomaly/lines.json`; "
+                               "undetected lines last)", "int32", ("n_galaxies", "n_top"), required=False,
+                               checks=(line_indices,))
+ANOMALY_TOP_LINE_MAPS = BundleFile("anomaly/top_line_maps.npy", "array", "anomaly", "for each of those lines, 3 "
+                                   "maps of the centred crop: data and reconstruction (the network's asinh(S/N / "
+                                   "`snr_softening`), mean over the line's `n_bins` pixels) and the residual (the "
+                                   "score's mean absolute error per spaxel for that line, NaN where nothing is "
+                                   "detected)", "float32", ("n_galaxies", "n_top", 3, "crop", "crop"),
+                                   required=False, checks=(finite_or_nan,))
 
 IMAGE_VAE_CORRELATION = BundleFile("image_vae/property_correlation.parquet", "table", "image_vae", "one row per "
                                    "latent feature, one column per numeric or boolean galaxy property: Pearson r",

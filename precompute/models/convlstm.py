@@ -153,12 +153,17 @@ class EmissionLineAnomaly:
         """Latent vector of each galaxy, float32 ``[N, latent_dim]``."""
         return np.concatenate([latent for _, _, latent in self._run(cubes, sigma, good)]).astype(np.float32)
 
-    def residuals(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> dict[str, np.ndarray]:
+    def residuals(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray,
+                  top_lines: int = 0) -> dict[str, np.ndarray]:
         """Mean absolute reconstruction error over the detected voxels (see the class): ``score`` ``[N]`` (the
         anomaly score, 0 for a galaxy without any detection), ``line`` ``[N, n_lines]`` and ``spaxel``
-        ``[N, S, S]`` (NaN where nothing is detected): which line and where make a galaxy unusual."""
+        ``[N, S, S]`` (NaN where nothing is detected): which line and where make a galaxy unusual.
+        With ``top_lines`` = n also ``top_lines`` ``[N, n]`` (each galaxy's lines of largest ``line`` residual,
+        largest first, undetected lines last) and ``top_line_maps`` ``[N, n, 3, S, S]``: for each of those lines
+        the data and the reconstruction (the network's asinh(S/N / snr_softening), mean over the line's pixels)
+        and the residual (the score's error per spaxel for that line, NaN where nothing is detected)."""
         detected = np.arcsinh(self.detection_snr / self.snr_softening)
-        scores, lines, spaxels = [], [], []
+        scores, lines, spaxels, tops, maps = [], [], [], [], []
         for start, (x, reconstruction, _) in zip(range(0, len(cubes), 64), self._run(cubes, sigma, good)):
             used = good[start:start + len(x)] & ((np.abs(x) >= detected) | (np.abs(reconstruction) >= detected))
             error = np.where(used, np.abs(reconstruction - x), 0.0)
@@ -166,8 +171,18 @@ class EmissionLineAnomaly:
                 scores.append(error.sum(axis=(1, 2, 3, 4)) / np.maximum(used.sum(axis=(1, 2, 3, 4)), 1))
                 lines.append(error.sum(axis=(2, 3, 4)) / used.sum(axis=(2, 3, 4)))
                 spaxels.append(error.sum(axis=(1, 2)) / used.sum(axis=(1, 2)))
-        return {"score": np.concatenate(scores).astype(np.float32), "line": np.concatenate(lines).astype(np.float32),
-                "spaxel": np.concatenate(spaxels).astype(np.float32)}
+                if top_lines:
+                    top = np.argsort(-np.nan_to_num(lines[-1], nan=-np.inf), axis=1, kind="stable")[:, :top_lines]
+                    per_line = np.stack([x.mean(axis=2), reconstruction.mean(axis=2),
+                                         error.sum(axis=2) / used.sum(axis=2)], axis=2)  # [B, n_lines, 3, S, S]
+                    tops.append(top)
+                    maps.append(np.take_along_axis(per_line, top[:, :, None, None, None], axis=1))
+        out = {"score": np.concatenate(scores).astype(np.float32), "line": np.concatenate(lines).astype(np.float32),
+               "spaxel": np.concatenate(spaxels).astype(np.float32)}
+        if top_lines:
+            out.update(top_lines=np.concatenate(tops).astype(np.int32),
+                       top_line_maps=np.concatenate(maps).astype(np.float32))
+        return out
 
     def state(self) -> dict:
         return {"network": self.network_.config, "state_dict": self.network_.state_dict(),

@@ -1,0 +1,49 @@
+"""What to look at next: the galaxies not yet reviewed, ranked by anomaly score × relevance learned from the
+labels in the active embedding (precompute.rank, the function `python -m precompute rank` uses), as a gallery
+with their scores. It re-ranks after every label of this session and when the embedding changes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from explorer.data import ExplorerData
+from explorer.gallery import _Card
+from explorer.state import SelectionState
+from precompute.rank import rank_bundle
+
+SHOWN = 12
+
+
+def ranked(data: ExplorerData, embedding: str) -> pd.DataFrame:
+    """The ranked list of the bundle (best first; see precompute.rank for the columns)."""
+    return rank_bundle(data.bundle, data.labels, embedding)
+
+
+def card_caption(row) -> str:
+    return f"{row.score:.2f} = anomaly {row.anomaly_percentile:.2f} × 2·relevance {row.relevance:.2f}"
+
+
+class WhatNext:
+    """A gallery of the top of the ranked list; clicking a galaxy opens it in the detail view."""
+
+    def __init__(self, data: ExplorerData, state: SelectionState):
+        self.data, self.state = data, state
+        self.cards = [_Card(state, 84) for _ in range(SHOWN)]
+        self.header = pn.pane.Markdown("", css_classes=["what-next-header"], margin=(0, 8))
+        self.view = pn.Column(self.header, pn.FlexBox(*(c.view for c in self.cards), sizing_mode="stretch_width"),
+                              css_classes=["what-next"], sizing_mode="stretch_width")
+        state.param.watch(self.render, ["labels_changed", "embedding"])
+        self.render()
+
+    def render(self, *_) -> None:
+        frame = ranked(self.data, self.state.embedding)
+        n_labelled = int(np.isfinite(self.data.labels.relevance()).sum())
+        self.header.object = (f"**What to look at next** — {len(frame):,} galaxies not yet reviewed, ranked by "
+                              f"anomaly percentile × 2 · relevance learned from {n_labelled} labelled interesting "
+                              f"or not in the {self.state.embedding} embedding")
+        top = list(frame.head(SHOWN).itertuples())
+        for i, card in enumerate(self.cards):
+            card.show(self.data, int(top[i].g) if i < len(top) else None,
+                      f"#{i + 1}  {card_caption(top[i])}" if i < len(top) else "")

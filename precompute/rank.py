@@ -1,0 +1,142 @@
+"""What to look at next: the anomaly score re-ranked by a relevance model learned from the labels (Astronomaly).
+
+Astronomaly (Lochner & Bassett 2021) multiplies each object's anomaly score by what the user's labels say about
+objects like it. Here:
+
+- the **relevance model** is a kernel-weighted vote of the galaxies labelled ``interesting`` (1) and
+  ``not interesting`` (0) in an embedding (Nadaraya–Watson regression): galaxy i gets
+  ``r_i = (w0·½ + Σ_j w_ij y_j) / (w0 + Σ_j w_ij)`` with Gaussian weights ``w_ij = exp(−d_ij² / 2h²)`` in the
+  embedding's metric (cosine: 1 − cos). The bandwidth ``h`` is the embedding's median distance from a galaxy to
+  its ``BANDWIDTH_NEIGHBOUR``-th (3rd) nearest training galaxy (``embeddings/E/knn_distance``): "near" means as
+  near as close neighbours typically are, so a label speaks for a handful of galaxies like it, not for a region
+  (with the seed-000 typicality, the 10th neighbour, one label moved every galaxy of a 20-galaxy survey alike).
+  Part 6 of issue 13 (bench_discovery) is where this width should be tuned. The prior weight ``w0 = PRIOR_WEIGHT`` keeps ``r`` at ½ (no opinion) far from every
+  label, so labels only move their own neighbourhoods. We chose it over a classifier (logistic regression,
+  Astronomaly's random forest) because it needs no minimum number of labels of each kind, is right after the
+  first label, has no training step, and costs one distance matrix (10,000 galaxies × labelled ones) per update.
+- the **anomaly term** is the galaxy's anomaly-score percentile ``q`` in (0, 1] (ranks, so the scale of the
+  score does not matter; 1 for every galaxy when the bundle has no anomaly score);
+- the **ranking score** is ``q · 2r``: the anomaly order alone before any label (r = ½), raised up to twice near
+  interesting galaxies and pushed towards 0 near uninteresting ones.
+
+Galaxies that already carry a relevance label have been looked at and are left out of the list; free tags do not
+count as reviewed (a tagged sample may be large and unseen).
+
+    python -m precompute rank --bundle B [--labels FILE] [--embedding NAME] [--out ranked.csv] [--top N]
+
+writes one row per galaxy not yet reviewed, best first: ``rank``, ``galaxy_id``, ``score``, ``anomaly_score``,
+``anomaly_percentile``, ``relevance``, plus the bundle id, embedding and label count as ``#`` comment lines.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from precompute import schema
+from precompute.bundle import Bundle, BundleError
+from precompute.labels import LabelLog, labels_path
+
+PRIOR_WEIGHT = 0.5  # pseudo-weight of "no opinion" (r = ½) against a labelled galaxy at distance 0 (weight 1)
+BANDWIDTH_NEIGHBOUR = 3  # the kernel width is the median distance to this nearest training galaxy
+
+
+def relevance(vectors: np.ndarray, metric: str, bandwidth: float, labels: np.ndarray) -> np.ndarray:
+    """Predicted relevance r in (0, 1) of every galaxy from ``labels`` (1, 0 or NaN per galaxy), see the module."""
+    labelled = np.flatnonzero(np.isfinite(labels))
+    out = np.full(len(vectors), 0.5)
+    if labelled.size == 0:
+        return out
+    x = np.asarray(vectors, dtype=np.float32)
+    if metric == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        distance = 1.0 - x @ x[labelled].T
+    else:
+        squared = (x ** 2).sum(axis=1)
+        distance = np.sqrt(np.maximum(squared[:, None] + squared[labelled][None, :] - 2.0 * x @ x[labelled].T, 0))
+    weights = np.exp(-0.5 * (np.maximum(distance, 0) / max(bandwidth, 1e-12)) ** 2)
+    return (PRIOR_WEIGHT * 0.5 + weights @ labels[labelled]) / (PRIOR_WEIGHT + weights.sum(axis=1))
+
+
+def anomaly_percentile(scores: np.ndarray | None, n: int) -> np.ndarray:
+    """Percentile rank of each anomaly score in (0, 1] (ties share their mean rank); 1 without scores."""
+    if scores is None:
+        return np.ones(n)
+    scores = np.nan_to_num(np.asarray(scores, float), nan=-np.inf)
+    return rankdata(scores) / n
+
+
+def rank(vectors: np.ndarray, metric: str, bandwidth: float, labels: np.ndarray,
+         anomaly: np.ndarray | None) -> pd.DataFrame:
+    """One row per galaxy not yet reviewed (no relevance label), best first: index ``g``, ``score``,
+    ``anomaly_percentile``, ``relevance``."""
+    r = relevance(vectors, metric, bandwidth, labels)
+    q = anomaly_percentile(anomaly, len(vectors))
+    frame = pd.DataFrame({"g": np.arange(len(vectors)), "score": q * 2 * r, "anomaly_percentile": q, "relevance": r})
+    frame = frame[~np.isfinite(labels)]
+    # stable sort; equal scores keep the more anomalous galaxy first
+    return frame.sort_values(["score", "anomaly_percentile"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def bandwidth(bundle: Bundle, embedding: str) -> float:
+    """The kernel width of an embedding: the median distance to the BANDWIDTH_NEIGHBOUR-th nearest training galaxy."""
+    distance = bundle.read(schema.EMBEDDING_KNN_DISTANCE, embedding=embedding)
+    return float(np.median(distance[:, min(BANDWIDTH_NEIGHBOUR, distance.shape[1]) - 1]))
+
+
+def rank_bundle(bundle: Bundle, labels: LabelLog, embedding: str) -> pd.DataFrame:
+    """`rank` on a bundle: the embedding's vectors and metric, the galaxies' anomaly score when present. Adds
+    ``galaxy_id`` and ``anomaly_score`` (NaN without one). The dashboard and `main` both call this."""
+    index = bundle.read(schema.EMBEDDING_INDEX) if bundle.has("embeddings") else {}
+    if embedding not in index:
+        raise BundleError(f"{bundle.path}: no embedding {embedding!r} to rank in (embeddings/index.json has "
+                          f"{', '.join(index) or 'none'})")
+    galaxies = bundle.galaxies
+    anomaly = galaxies["anomaly_score"].to_numpy(float) if "anomaly_score" in galaxies else None
+    frame = rank(bundle.read(schema.EMBEDDING_VECTORS, embedding=embedding), index[embedding]["metric"],
+                 bandwidth(bundle, embedding), labels.relevance(), anomaly)
+    frame.insert(1, "galaxy_id", galaxies["galaxy_id"].to_numpy()[frame["g"]])
+    frame.insert(3, "anomaly_score", np.nan if anomaly is None else anomaly[frame["g"]])
+    return frame
+
+
+def default_embedding(bundle: Bundle) -> str:
+    """The embedding the dashboard shows first: the first of embeddings/index.json."""
+    index = bundle.read(schema.EMBEDDING_INDEX) if bundle.has("embeddings") else {}
+    if not index:
+        raise BundleError(f"{bundle.path}: no embeddings to rank in; build the bundle with `python -m precompute "
+                          f"build`")
+    return next(iter(index))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m precompute rank", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True, help="the bundle folder")
+    parser.add_argument("--labels", help="the labels file (default: <bundle>.labels.jsonl beside the bundle)")
+    parser.add_argument("--embedding", help="embedding of the relevance model (default: the dashboard's first)")
+    parser.add_argument("--out", default="ranked.csv", help="CSV to write (default ranked.csv)")
+    parser.add_argument("--top", type=int, help="write only the first N rows")
+    args = parser.parse_args(argv)
+    bundle = Bundle(args.bundle)
+    path = Path(args.labels) if args.labels else labels_path(bundle.path)
+    if args.labels and not path.exists():
+        raise BundleError(f"{path}: no labels file here (the dashboard writes {labels_path(bundle.path).name} "
+                          f"beside the bundle)")
+    log = LabelLog(path, bundle.galaxies["galaxy_id"].to_numpy(), bundle.id)
+    embedding = args.embedding or default_embedding(bundle)
+    frame = rank_bundle(bundle, log, embedding).drop(columns="g")
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    if args.top is not None:
+        frame = frame.head(args.top)
+    n_labelled = int(np.isfinite(log.relevance()).sum())
+    with open(args.out, "w") as out:
+        out.write(f"# bundle_id: {bundle.id}\n# embedding: {embedding}\n# labels: {path} "
+                  f"({n_labelled} galaxies labelled interesting or not)\n")
+        frame.to_csv(out, index=False, float_format="%.6g")
+    print(f"{args.out}: {len(frame)} galaxies ranked by anomaly × relevance ({embedding}, {n_labelled} labelled)",
+          file=sys.stderr)
+    return 0
