@@ -21,8 +21,9 @@ def ranked(data: ExplorerData, embedding: str) -> pd.DataFrame:
     return rank_bundle(data.bundle, data.labels, embedding)
 
 
-def card_caption(row) -> str:
-    return f"{row.score:.2f} = anomaly {row.anomaly_percentile:.2f} × 2·relevance {row.relevance:.2f}"
+def card_caption(rank: int, row) -> str:
+    """Three short lines, so the caption fits under a thumbnail: rank and score, then its two factors."""
+    return f"#{rank} score {row.score:.2f}\nanomaly {row.anomaly_percentile:.2f}\nrelevance {row.relevance:.2f}"
 
 
 class WhatNext:
@@ -46,4 +47,4 @@ class WhatNext:
         top = list(frame.head(SHOWN).itertuples())
         for i, card in enumerate(self.cards):
             card.show(self.data, int(top[i].g) if i < len(top) else None,
-                      f"#{i + 1}  {card_caption(top[i])}" if i < len(top) else "")
+                      card_caption(i + 1, top[i]) if i < len(top) else "")
