@@ -181,11 +181,15 @@ class Clusters:
         follows = dict(clustering=state.param.clustering, embedding=state.param.embedding, galaxies=state.param.galaxies)
 
         def drawn(plot):
-            return pn.bind(lambda clustering, embedding, galaxies:
-                           plot(data, state.cluster_column, galaxies) if state.cluster_column else None, **follows)
+            # A new pane per change: Bokeh then gets a fresh figure with one renderer per cluster. Updating the
+            # object of one pane keeps the first figure's renderers, so a change of k drew the old point sets.
+            def render(clustering, embedding, galaxies):
+                column = state.cluster_column
+                return pn.pane.HoloViews(plot(data, column, galaxies), linked_axes=False) if column else None
+            return pn.panel(pn.bind(render, **follows))
 
         plots = [drawn(plot) for columns, plot in ((SFMS, sfms_plot), (WHAN, whan_plot))
                  if all(c in data.colour_columns for c in columns)]
         if MORPHOLOGY in data.colour_columns:
             plots.append(drawn(lambda data, column, galaxies: composition_plot(data, column, state.selected)))
-        return [pn.pane.HoloViews(plot, linked_axes=False) for plot in plots]
+        return plots

@@ -107,32 +107,6 @@ def test_colour_by_a_kmeans_cluster_and_select_one(dashboard, bundle, artifacts)
     dashboard.locator(".seed-figures").first.screenshot(path=artifacts / "seed-clusters.png")
 
 
-def test_fig7_panel_has_one_point_set_per_cluster(dashboard, bundle, artifacts):
-    embedding = next(iter(bundle.embeddings))
-    open_tab(dashboard, "Clusters")
-    dashboard.locator(".seed-figures").get_by_role("button", name="GMM", exact=True).click()
-    dashboard.locator(".seed-figures").get_by_role("button", name="4", exact=True).click()
-    counts = np.bincount(clusters_of(bundle, embedding, "gmm_k4"), minlength=4)
-    column = cluster_column(embedding, "gmm_k4")
-    colours = category_colours(column, bundle.galaxies[column])
-    expected = {colours[str(c)]: int(n) for c, n in enumerate(counts)}
-    assert len(expected) == 4  # four distinct colours
-    for prefix in ("Star-formation main sequence", "WHAN diagram"):
-        wait_for_change(dashboard, lambda: cluster_point_sets(dashboard, prefix, colours) == expected, False)
-    composition = renderers(dashboard, "Morphology composition")
-    assert any(r["glyph"] == "VBar" for r in composition)
-    # the selection is drawn on both diagrams: one ring per selected galaxy
-    biggest = int(np.argmax(counts))
-    before = count_text(dashboard)
-    dashboard.get_by_role("button", name=f"cluster {biggest} · {counts[biggest]} galaxies").click()
-    wait_for_change(dashboard, lambda: count_text(dashboard), before)
-    for prefix in ("Star-formation main sequence", "WHAN diagram"):
-        rings = lambda: [r["n"] for r in renderers(dashboard, prefix) if r["glyph"] == "Scatter" and r["fill_alpha"] == 0]
-        wait_for_change(dashboard, lambda: counts[biggest] in rings(), False)
-    dashboard.wait_for_timeout(500)
-    dashboard.locator(".seed-figures").first.screenshot(path=artifacts / "seed-clusters-gmm.png")
-
-
 def test_clicking_a_correlation_cell_colours_the_scatter(dashboard, bundle, artifacts):
     embedding = next(iter(bundle.embeddings))
     table = bundle.bundle.read(schema.EMBEDDING_CORRELATION, embedding=embedding)
