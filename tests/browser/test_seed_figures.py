@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from test_dashboard import box_select, bundle, count_text, dashboard, figure, wait_for_change  # noqa: F401 (fixtures)
 
-from explorer.colours import category_colours
 from explorer.correlations import component_rows
 from explorer.data import cluster_column, label
 from explorer.image_features import plane_features
