@@ -56,7 +56,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory):
-    path = build(engine_config(), tmp_path_factory.mktemp("engine") / "in-process", workers=0)
+    """The reference: one single-threaded worker process (an in-process build keeps BLAS's threads, which can
+    change the last bits of a prepared spectrum)."""
+    path = build(engine_config(), tmp_path_factory.mktemp("engine") / "one-worker", workers=1)
     return fingerprint_of(path)
 
 
