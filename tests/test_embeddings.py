@@ -145,7 +145,7 @@ def test_anomaly_residuals_explain_the_score(demo_build):
 
 
 def test_image_vae_latents_follow_properties(demo_build):
-    table = demo_build["bundle"].table("image_vae/property_correlation")
+    table = demo_build["bundle"].read(schema.IMAGE_VAE_CORRELATION)
     # the images show size and brightness: some feature correlates with the half-light radius
     assert np.nanmax(np.abs(table["re_arcsec"])) > 0.4
 

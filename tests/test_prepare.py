@@ -366,7 +366,8 @@ def test_cli_prepares_files_skips_a_bad_one_and_uses_the_catalogue(tmp_path, cap
     assert "skipped" in err and f"{tmp_path / 'broken.fits'}: " in err and "skipped 1" in err
     bundle = Bundle(tmp_path / "bundle")
     table = bundle.galaxies.set_index("galaxy_id")
-    assert list(table.index) == ["8485-1901", "fibres:0", "fibres:1"]
+    # inputs are resolved into one sorted list of paths, so the galaxies follow the files' names
+    assert list(table.index) == ["fibres:0", "fibres:1", "8485-1901"]
     assert table.loc["8485-1901", "re_arcsec"] == 2.5 and table.loc["8485-1901", "ra"] == 132.6
     assert table.loc["fibres:1", "redshift"] == pytest.approx(0.05)
     cube_bins = bundle.bins[bundle.bins.galaxy_id == "8485-1901"]
@@ -375,7 +376,8 @@ def test_cli_prepares_files_skips_a_bad_one_and_uses_the_catalogue(tmp_path, cap
     skipped, = bundle.manifest["provenance"]["skipped"]  # listed in the manifest, one line naming the file
     assert skipped.startswith(f"{tmp_path / 'broken.fits'}: ")
     # The cube's own GIMG/RIMG/IIMG are used, rebinned with their total flux kept
-    assert np.allclose(bundle.read(schema.IMAGES)[0].sum(axis=(1, 2)), [100, 200, 300], rtol=1e-5)
+    cube_row = list(table.index).index("8485-1901")
+    assert np.allclose(bundle.read(schema.IMAGES)[cube_row].sum(axis=(1, 2)), [100, 200, 300], rtol=1e-5)
 
 
 def test_cli_prepares_the_mock_survey_with_its_truth(tmp_path):
