@@ -1,6 +1,8 @@
 """The page: controls in the sidebar, linked views in the main area. `create_app()` builds one per session."""
 from __future__ import annotations
 
+import logging
+
 import panel as pn
 from panel.io.resources import CDN_DIST
 from panel.theme.fast import Fast
@@ -17,8 +19,10 @@ from explorer.ranking import WhatNext
 from explorer.samp import samp_button
 from explorer.scatter import GalaxyScatter, SpectraScatter
 from explorer.selection_table import SelectionTable
+from explorer.session import release_on_close
 from explorer.som_grid import SomGrids
 from explorer.state import SelectionState
+from precompute import schema
 from precompute.bundle import BundleError
 
 TITLE = "Galaxy explorer"
@@ -159,15 +163,44 @@ or point the dashboard at another bundle: `panel serve app.py --args <bundle>` o
     return template(main=[pn.pane.Markdown(text)])
 
 
+def damaged_bundle_page(path, error: Exception) -> pn.template.FastListTemplate:
+    """The bundle is there but a file in it cannot be used: the schema's own checks name the file and the problem
+    (`python -m precompute validate`), with the error the dashboard met."""
+    problems = schema.validate(path)
+    listed = "\n".join(problems) if problems else "(every file passes `python -m precompute validate`)"
+    text = f"""
+## Cannot open this bundle
+
+`{path}` is a bundle, but the dashboard could not read it:
+
+```
+{type(error).__name__}: {error}
+```
+
+What `python -m precompute validate {path}` finds:
+
+```
+{listed}
+```
+
+Rebuild it (`python -m precompute build --out {path}`) or point the dashboard at another bundle.
+"""
+    return template(main=[pn.pane.Markdown(text, css_classes=["bundle-error"])])
+
+
 def create_app(path=None):
     """One page per browser session: the bundle is shared (loaded once per process), the selection is not."""
     pn.extension("tabulator", raw_css=[CSS], notifications=False)
     path = resolve_bundle_path() if path is None else path
     try:
         data = load_data(str(path))
+        dashboard = Dashboard(data)
     except BundleError as err:
         return missing_bundle_page(path, str(err))
-    dashboard = Dashboard(data)
+    except Exception as err:  # a damaged file: say which and what, never a blank page
+        logging.getLogger(__name__).exception("cannot open the bundle %s", path)
+        return damaged_bundle_page(path, err)
     page = template(sidebar=dashboard.sidebar(), main=dashboard.main(), sidebar_width=280, main_layout=None)
     page.dashboard = dashboard  # tests and the benchmark reach the session's state through it
+    release_on_close(page, dashboard.state)
     return page

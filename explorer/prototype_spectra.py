@@ -14,6 +14,7 @@ import panel as pn
 import param
 
 from explorer.data import ExplorerData, label
+from explorer.session import weak_hook
 from explorer.state import SelectionState
 from precompute import schema
 from precompute.node_statistics import density, histogram_edges, histogram_fractions
@@ -211,7 +212,7 @@ class PrototypeSpectra:
         self._spectra_models: dict = {}
         self._distribution_models: dict = {}
         self.key = pn.pane.HTML(spectra_key(data, self.shown.nodes), sizing_mode="stretch_width", margin=(0, 10))
-        self.spectra_pane = pn.pane.HoloViews(prototype_plot(data, self.shown.nodes, self._remember_spectra),
+        self.spectra_pane = pn.pane.HoloViews(prototype_plot(data, self.shown.nodes, weak_hook(self._remember_spectra)),
                                               sizing_mode="stretch_width", min_height=330,
                                               css_classes=["prototype-spectra"])
         self.distribution_pane = pn.pane.HoloViews(sizing_mode="stretch_width", min_height=330)
@@ -240,13 +241,13 @@ class PrototypeSpectra:
     def _rebuild_distribution(self, *_):
         self._distribution_models = {}
         self.distribution_pane.object = distribution_plot(self.data, self.shown.nodes, self.state.colour_by,
-                                                          self._remember_distribution)
+                                                          weak_hook(self._remember_distribution))
 
     def _refill(self, *_):
         nodes, data = self.shown.nodes, self.data
         self.key.object = spectra_key(data, nodes)
         if not self._spectra_models:  # not rendered yet: the next render builds from scratch
-            self.spectra_pane.object = prototype_plot(data, nodes, self._remember_spectra)
+            self.spectra_pane.object = prototype_plot(data, nodes, weak_hook(self._remember_spectra))
         else:
             wave = np.asarray(data.bundle.wave)
             for slot in range(len(NODE_COLOURS)):

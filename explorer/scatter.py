@@ -14,6 +14,7 @@ from holoviews.operation.datashader import dynspread, rasterize
 
 from explorer.colours import PROPERTY_CMAP, SELECTION_COLOUR, as_categories, category_colours, finite_range
 from explorer.data import KEY_COLUMNS, ExplorerData, label
+from explorer.session import weak_hook
 from explorer.state import SelectionState
 
 MARKERS = {"train": "circle", "val": "star"}  # seed 000: training circles, validation stars
@@ -102,7 +103,7 @@ class GalaxyScatter:
 
     def _rebuild(self, *_):
         self._sources = []
-        points = self.points().opts(hooks=[self._remember])
+        points = self.points().opts(hooks=[weak_hook(self._remember)])
         self.selection = hv.streams.Selection1D(source=points)
         self.selection.param.watch(self._on_select, "index")
         self.pane.object = points
@@ -129,8 +130,11 @@ class GalaxyScatter:
     def _on_select(self, event) -> None:
         if event.new:
             self.state.select_galaxies(event.new, how=self.how)
-        else:  # a click on empty space clears Bokeh's selection but not the state's (Clear does that): redraw it
-            self._show_selection()
+        else:  # an empty box or lasso clears Bokeh's selection but not the state's (Clear does that): redraw it.
+            # HoloViews runs this outside the session's document lock; a hold sends the change itself, where a
+            # bare model write raises in Bokeh's server session and leaves the page ignoring every later brush
+            with pn.io.hold():
+                self._show_selection()
 
 
 def spectra_points(data: ExplorerData, x: str, y: str, spectra: np.ndarray | None = None) -> hv.Points:

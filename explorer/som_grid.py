@@ -13,6 +13,7 @@ import panel as pn
 from explorer.colours import (EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, PROPERTY_CMAP, UMATRIX_CMAP,
                               category_colours, finite_range)
 from explorer.data import ExplorerData, label
+from explorer.session import weak_hook
 from explorer.state import SelectionState
 from precompute import schema
 
@@ -130,7 +131,7 @@ class SomMap:
         element = som_map(self.data, self.level, self.mode.value, selection_hits(self.data, self.level, self.state),
                           self.state.colour_by)
         # Bokeh outlines the source's selected indices, which are only ever the nodes picked on this map
-        element = element.opts(hooks=[self._remember], selection_line_color=PICKED_NODE_COLOUR,
+        element = element.opts(hooks=[weak_hook(self._remember)], selection_line_color=PICKED_NODE_COLOUR,
                                selection_line_width=OUTLINE)
         self.tap = hv.streams.Selection1D(source=element)
         self.tap.param.watch(self._on_tap, "index")
@@ -155,7 +156,8 @@ class SomMap:
 
     def _on_tap(self, event) -> None:
         if not event.new:  # a tap beside the nodes clears Bokeh's selection, not the state's
-            self._update()
+            with pn.io.hold():  # outside the document lock (see GalaxyScatter._on_select): the hold sends it
+                self._update()
         elif self.level == "desom1":
             self.state.select_nodes(event.new)
         else:
