@@ -200,7 +200,10 @@ def create_app(path=None):
     except Exception as err:  # a damaged file: say which and what, never a blank page
         logging.getLogger(__name__).exception("cannot open the bundle %s", path)
         return damaged_bundle_page(path, err)
-    page = template(sidebar=dashboard.sidebar(), main=dashboard.main(), sidebar_width=280, main_layout=None)
+    # one root per area: Bokeh re-walks the whole document for every root added, so many roots cost seconds
+    page = template(sidebar=[pn.Column(*dashboard.sidebar(), sizing_mode="stretch_width")],
+                    main=[pn.Column(*dashboard.main(), sizing_mode="stretch_width")], sidebar_width=280,
+                    main_layout=None)
     page.dashboard = dashboard  # tests and the benchmark reach the session's state through it
     release_on_close(page, dashboard.state)
     return page
