@@ -3,7 +3,7 @@ cluster, select a cluster's galaxies, and see per cluster the star-formation mai
 how each morphological type divides among the clusters.
 
 The clusters are the bundle's (`embeddings/<E>/clusters.parquet`, fitted on the training galaxies); the selection
-is drawn on top (black rings) and the morphology composition is that of the selection.
+is drawn on top (black rings); the morphology composition is the whole survey's, as in the paper.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import panel as pn
 
 from explorer.colours import as_categories, category_colours
 from explorer.data import CLUSTER_METHODS, ExplorerData, clustering_label, label, parse_clustering
+from explorer.session import weak_hook
 from explorer.state import SelectionState
 
 SFMS = ("log_mstar", "log_sfr")  # x, y
@@ -44,32 +45,41 @@ def plane_values(data: ExplorerData, x: str, y: str) -> pd.DataFrame:
     return frame
 
 
-def cluster_plane(data: ExplorerData, column: str, x: str, y: str, galaxies) -> list:
-    """One point set per cluster (in its colour) in the plane of two galaxy properties, and the selected
-    galaxies (indices g, None = nothing selected) as black rings on top."""
+def plane_dims(x: str, y: str) -> list[hv.Dimension]:
+    return [hv.Dimension(x, label=label(x)), hv.Dimension(y, label=label(y))]
+
+
+def cluster_plane(data: ExplorerData, column: str, x: str, y: str) -> list[hv.Points]:
+    """One point set per cluster (in its colour) in the plane of two galaxy properties."""
     frame = plane_values(data, x, y)
     colours = category_colours(column, data.galaxies[column])
-    kdims = [hv.Dimension(x, label=label(x)), hv.Dimension(y, label=label(y))]
-    layers = [hv.Points(frame.iloc[members], kdims=kdims, vdims=["galaxy_id"], label=f"cluster {c}")
-              .opts(color=colours[c], size=7, line_color="white", line_width=0.5, alpha=0.9, tools=["hover"])
-              for c, members in cluster_members(data, column).items()]
-    rings = hv.Points(frame.iloc[np.zeros(0, np.int64) if galaxies is None else galaxies], kdims=kdims,
-                      vdims=["galaxy_id"]).opts(fill_alpha=0, line_color="black", line_width=1.5, size=11)
-    return [*layers, rings]
+    return [hv.Points(frame.iloc[members], kdims=plane_dims(x, y), vdims=["galaxy_id"], label=f"cluster {c}")
+            .opts(color=colours[c], size=7, line_color="white", line_width=0.5, alpha=0.9, tools=["hover"])
+            for c, members in cluster_members(data, column).items()]
 
 
-def sfms_plot(data: ExplorerData, column: str, galaxies=None) -> hv.Overlay:
+def selection_rings(data: ExplorerData, x: str, y: str, galaxies=None) -> hv.Points:
+    """The selected galaxies (indices g, None = nothing selected) as black rings, drawn over the point sets."""
+    frame = plane_values(data, x, y)
+    return hv.Points(frame.iloc[np.zeros(0, np.int64) if galaxies is None else galaxies], kdims=plane_dims(x, y),
+                     vdims=["galaxy_id"]).opts(fill_alpha=0, line_color="black", line_width=1.5, size=11)
+
+
+def sfms_plot(data: ExplorerData, column: str, rings=None) -> hv.Overlay:
+    """The point sets of the clusters on the SFMS, `rings` (selection_rings) on top."""
     x = data.galaxies[SFMS[0]].to_numpy(float)
     masses = np.linspace(np.nanmin(x), np.nanmax(x), 2) if np.isfinite(x).any() else np.array([9.0, 11.5])
     slope, intercept = MAIN_SEQUENCE
     reference = hv.Curve((masses, slope * masses + intercept), SFMS[0], SFMS[1]).opts(color="#777",
                                                                                       line_dash="dashed")
     title = "Star-formation main sequence per cluster (dashed: Renzini & Peng 2015)"
-    return hv.Overlay([*cluster_plane(data, column, *SFMS, galaxies), reference]).opts(
+    rings = selection_rings(data, *SFMS) if rings is None else rings
+    return (hv.Overlay([*cluster_plane(data, column, *SFMS), reference]) * rings).opts(
         hv.opts.Overlay(title=title, **PLOT))
 
 
-def whan_plot(data: ExplorerData, column: str, galaxies=None) -> hv.Overlay:
+def whan_plot(data: ExplorerData, column: str, rings=None) -> hv.Overlay:
+    """The point sets of the clusters on the WHAN diagram with its class boundaries; `rings` as in sfms_plot."""
     frame = plane_values(data, *WHAN)
     x_low, x_high = np.nanmin(frame[WHAN[0]]) - 0.1, np.nanmax(frame[WHAN[0]]) + 0.1
     x_low, x_high = min(x_low, WHAN_NII_HA - 0.5), max(x_high, WHAN_NII_HA + 0.5)
@@ -88,7 +98,8 @@ def whan_plot(data: ExplorerData, column: str, galaxies=None) -> hv.Overlay:
                                                   (x_high - 0.05, 0.2, "passive", "right"))]
     title = "WHAN diagram per cluster (Cid Fernandes et al. 2011)"
     # a log axis is an option of every layer (the overlay takes its axes from them)
-    return hv.Overlay([*cluster_plane(data, column, *WHAN, galaxies), *boundaries, *texts]).opts(
+    rings = selection_rings(data, *WHAN) if rings is None else rings
+    return (hv.Overlay([*cluster_plane(data, column, *WHAN), *boundaries, *texts]) * rings).opts(
         hv.opts.Points(logy=True), hv.opts.Curve(logy=True), hv.opts.Text(logy=True),
         hv.opts.Overlay(title=title, logy=True, xlim=(x_low, x_high), ylim=(EW_FLOOR / 1.5, None),
                         ylabel=f"{label(WHAN[1])} (≥ {EW_FLOOR} Å)", **PLOT))
@@ -128,6 +139,8 @@ class Clusters:
         self.colour.on_click(lambda _: state.colour_by_clusters())
         self.buttons = pn.FlexBox(css_classes=["cluster-buttons"])
         self.summary = pn.pane.Markdown("")
+        self._ring_sources: dict = {}  # (x, y) → Bokeh source of the selection rings on that plane
+        state.param.watch(self._show_selection, ["galaxies"])
         self.plots = pn.GridBox(*self._plots(), ncols=2)
         self.view = pn.Column(pn.Row(pn.pane.HTML("<b>Method</b>", align="center"), self.method,
                                      pn.pane.HTML("<b>k</b>", align="center", margin=(5, 5, 5, 20)), self.k,
@@ -175,21 +188,31 @@ class Clusters:
         return button
 
     def _plots(self) -> list:
-        """The Fig. 7 plots, each redrawn (small: one point per galaxy) when the clustering or the selection
-        changes; None while the active embedding has no such clustering."""
+        """The Fig. 7 plots. A clustering or embedding change draws new figures (one renderer per cluster: a pane
+        whose object is replaced keeps its first figure's renderers, so a change of k would draw the old point
+        sets); a selection change only refills the rings' sources (a redrawn overlay costs ~0.2 s per plot)."""
         data, state = self.data, self.state
-        follows = dict(clustering=state.param.clustering, embedding=state.param.embedding, galaxies=state.param.galaxies)
 
         def drawn(plot):
-            # A new pane per change: Bokeh then gets a fresh figure with one renderer per cluster. Updating the
-            # object of one pane keeps the first figure's renderers, so a change of k drew the old point sets.
-            def render(clustering, embedding, galaxies):
+            def render(clustering, embedding):
                 column = state.cluster_column
-                return pn.pane.HoloViews(plot(data, column, galaxies), linked_axes=False) if column else None
-            return pn.panel(pn.bind(render, **follows))
+                return pn.pane.HoloViews(plot(column), linked_axes=False) if column else None
+            return pn.panel(pn.bind(render, clustering=state.param.clustering, embedding=state.param.embedding))
 
-        plots = [drawn(plot) for columns, plot in ((SFMS, sfms_plot), (WHAN, whan_plot))
+        def rings(x, y):
+            return selection_rings(data, x, y, state.galaxies).opts(hooks=[weak_hook(self._remember_rings)])
+
+        plots = [drawn(lambda column, plot=plot, columns=columns: plot(data, column, rings(*columns)))
+                 for columns, plot in ((SFMS, sfms_plot), (WHAN, whan_plot))
                  if all(c in data.colour_columns for c in columns)]
         if MORPHOLOGY in data.colour_columns:
-            plots.append(drawn(lambda data, column, galaxies: composition_plot(data, column, state.selected)))
+            plots.append(drawn(lambda column: composition_plot(data, column, np.arange(data.n_galaxies))))
         return plots
+
+    def _remember_rings(self, plot, element) -> None:
+        """HoloViews hook on a rings layer: keep its source (per plane), so a selection refills only that."""
+        self._ring_sources[tuple(d.name for d in element.kdims)] = plot.handles["source"]
+
+    def _show_selection(self, event) -> None:
+        for (x, y), source in self._ring_sources.items():
+            source.data = dict(selection_rings(self.data, x, y, event.new).columns())

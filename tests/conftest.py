@@ -85,10 +85,7 @@ def state(data):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests on the demo-size build are the slow ones (`pytest -m "not slow"` leaves them out). They go first: the
-    demo build is the longest single task, and with pytest-xdist (pyproject.toml) one worker starts it while the
-    others take the rest."""
-    on_demo = [item for item in items if "demo_build" in getattr(item, "fixturenames", ())]
-    for item in on_demo:
-        item.add_marker(pytest.mark.slow)
-    items[:] = on_demo + [item for item in items if item not in on_demo]
+    """Tests on the demo-size build are the slow ones (`pytest -m "not slow"` leaves them out)."""
+    for item in items:
+        if "demo_build" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

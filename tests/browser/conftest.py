@@ -5,7 +5,6 @@ free port. The page shows the tiny real build of tests/conftest.py; a test param
 `@pytest.mark.parametrize("test_bundle", ["real", "synthetic"], indirect=True)` also runs on the synthetic bundle
 (one server per bundle).
 """
-import os
 from pathlib import Path
 
 import panel_server
@@ -49,6 +48,5 @@ def test_bundle(request):
 @pytest.fixture(scope="session")
 def dashboard_url(test_bundle, artifacts):
     """Start `panel serve app.py --args <bundle>` and wait until the page answers."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # each pytest-xdist worker runs servers of its own
-    with panel_server.serving(test_bundle, artifacts / f"server-{Path(test_bundle).name}-{worker}.log") as url:
+    with panel_server.serving(test_bundle, artifacts / f"server-{Path(test_bundle).name}.log") as url:
         yield url

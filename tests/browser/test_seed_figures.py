@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from test_dashboard import box_select, bundle, count_text, dashboard, figure, wait_for_change  # noqa: F401 (fixtures)
 
+from explorer.colours import category_colours
 from explorer.correlations import component_rows
 from explorer.data import cluster_column, label
 from explorer.image_features import plane_features
@@ -64,7 +65,8 @@ def renderers(page, prefix):
 
 def cluster_point_sets(page, prefix, colours):
     """{cluster colour: points} of the plot's point sets in a cluster colour."""
-    return {r["fill"]: r["n"] for r in renderers(page, prefix) if r["glyph"] == "Scatter" and r["fill"] in colours}
+    return {r["fill"]: r["n"] for r in renderers(page, prefix)
+            if r["glyph"] == "Scatter" and r["fill"] in colours.values() and r["fill_alpha"] != 0}
 
 
 def clusters_of(bundle, embedding, clustering):
@@ -104,6 +106,36 @@ def test_colour_by_a_kmeans_cluster_and_select_one(dashboard, bundle, artifacts)
     download.value.save_as(path)
     assert sorted(pd.read_csv(path, comment="#")["galaxy_id"]) == sorted(ids)  # exactly its members
     dashboard.locator(".seed-figures").first.screenshot(path=artifacts / "seed-clusters.png")
+
+
+def test_fig7_panel_has_one_point_set_per_cluster(dashboard, bundle, artifacts):
+    embedding = next(iter(bundle.embeddings))
+    counts = np.bincount(clusters_of(bundle, embedding, "gmm_k4"), minlength=4)
+    column = cluster_column(embedding, "gmm_k4")
+    colours = category_colours(column, bundle.galaxies[column])
+    expected = {colours[str(c)]: int(n) for c, n in enumerate(counts)}
+    assert len(expected) == 4  # four distinct colours
+    open_tab(dashboard, "Clusters")
+    figures = dashboard.locator(".seed-figures")
+    figures.get_by_role("button", name="GMM", exact=True).click()
+    # every button of the new clustering is on the page before the next click (the k buttons are redrawn too)
+    figures.get_by_text(re.compile(r"GMM, k = \d")).first.wait_for(timeout=30_000)
+    figures.get_by_role("button", name="4", exact=True).click()
+    for c, n in enumerate(counts):
+        dashboard.get_by_role("button", name=f"cluster {c} · {n} galaxies").wait_for(timeout=30_000)
+    for prefix in ("Star-formation main sequence", "WHAN diagram"):
+        wait_for_change(dashboard, lambda: cluster_point_sets(dashboard, prefix, colours) == expected, False)
+    assert any(r["glyph"] == "VBar" for r in renderers(dashboard, "Morphology composition"))
+    # the selection is drawn on both diagrams: one ring per selected galaxy
+    biggest = int(np.argmax(counts))
+    before = count_text(dashboard)
+    dashboard.get_by_role("button", name=f"cluster {biggest} · {counts[biggest]} galaxies").click()
+    wait_for_change(dashboard, lambda: count_text(dashboard), before)
+    for prefix in ("Star-formation main sequence", "WHAN diagram"):
+        rings = lambda: [r["n"] for r in renderers(dashboard, prefix) if r["glyph"] == "Scatter" and r["fill_alpha"] == 0]
+        wait_for_change(dashboard, lambda: counts[biggest] in rings(), False)
+    dashboard.wait_for_timeout(500)
+    figures.first.screenshot(path=artifacts / "seed-clusters-gmm.png")
 
 
 def test_clicking_a_correlation_cell_colours_the_scatter(dashboard, bundle, artifacts):

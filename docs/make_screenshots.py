@@ -1,0 +1,104 @@
+"""The README's pictures, taken from the running dashboard: `python docs/make_screenshots.py [BUNDLE]`.
+
+Serves `panel serve app.py --args BUNDLE` (default: the demo bundle) on 127.0.0.1, drives Debian's headless
+Chromium with Playwright and writes docs/screenshot.png (the whole page) and one picture per seed figure:
+docs/seed-clusters.png (seed 000 Fig. 7 for GMM, k = 4, its largest cluster selected), docs/seed-correlations.png
+(Fig. 10), docs/seed-image-features.png (seed 004) and docs/seed-twins.png (Fig. 9: the survey against that cluster, twins switch on).
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from explorer.data import DEFAULT_BUNDLE  # noqa: E402 (the repository root goes on the path first)
+
+CHROMIUM = "/usr/bin/chromium"
+READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(
+  v => v.model.title && typeof v.model.title.text === "string" && v.model.title.text.startsWith("Galaxies in"))"""
+
+
+def serve(bundle: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address",
+                               "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", str(bundle)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/app"
+    for _ in range(360):
+        try:
+            with urllib.request.urlopen(url, timeout=60):
+                return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise SystemExit(f"panel serve did not answer on {url}")
+
+
+def settle(page, ms: int = 1500) -> None:
+    page.wait_for_timeout(ms)
+
+
+def open_tab(page, name: str):
+    figures = page.locator(".seed-figures")
+    figures.get_by_text(name).first.click()
+    figures.first.scroll_into_view_if_needed()
+    settle(page)
+    return figures
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", nargs="?", default=str(DEFAULT_BUNDLE))
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    server, url = serve(Path(args.bundle))
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1500, "height": 1900})
+            page.goto(url)
+            page.wait_for_function(READY_JS, timeout=180_000)
+            settle(page, 3000)
+            page.screenshot(path=out / "screenshot.png")
+
+            page.get_by_role("button", name="Pin selection as A").click()  # A: the whole survey
+            figures = open_tab(page, "Clusters")
+            figures.get_by_role("button", name="GMM", exact=True).click()
+            figures.get_by_text("GMM, k = ").first.wait_for()
+            figures.get_by_role("button", name="4", exact=True).click()
+            settle(page)
+            biggest = max(page.get_by_role("button", name=" galaxies").all(),
+                          key=lambda b: int(b.inner_text().split("·")[1].split()[0]))
+            biggest.click()
+            settle(page, 2500)
+            figures.first.screenshot(path=out / "seed-clusters.png")
+
+            page.locator(".twins-switch").click()  # B: the cluster; only galaxies with a mass/morphology twin
+            settle(page, 2500)
+            card = page.locator(".card", has=page.locator(".comparison-summary")).last
+            card.scroll_into_view_if_needed()
+            card.screenshot(path=out / "seed-twins.png")
+
+            open_tab(page, "Embedding × properties").first.screenshot(path=out / "seed-correlations.png")
+            open_tab(page, "Image-VAE features").first.screenshot(path=out / "seed-image-features.png")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"screenshots of {args.bundle} written to {out}")
+
+
+if __name__ == "__main__":
+    main()
