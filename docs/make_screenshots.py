@@ -8,6 +8,7 @@ docs/seed-clusters.png (seed 000 Fig. 7 for GMM, k = 4, its largest cluster sele
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import subprocess
 import sys
@@ -79,8 +80,8 @@ def main(argv=None) -> None:
             figures.get_by_text("GMM, k = ").first.wait_for()
             figures.get_by_role("button", name="4", exact=True).click()
             settle(page)
-            biggest = max(page.get_by_role("button", name=" galaxies").all(),
-                          key=lambda b: int(b.inner_text().split("·")[1].split()[0]))
+            clusters = figures.get_by_role("button", name=re.compile(r"^cluster \S+ · \d+ galaxies$")).all()
+            biggest = max(clusters, key=lambda button: int(button.inner_text().split("·")[1].split()[0]))
             biggest.click()
             settle(page, 2500)
             figures.first.screenshot(path=out / "seed-clusters.png")
