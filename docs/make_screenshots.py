@@ -74,6 +74,8 @@ def main(argv=None) -> None:
             settle(page, 3000)
             page.screenshot(path=out / "screenshot.png")
 
+            # Chromium paints only what the viewport reaches: tall enough for the tallest card (image-VAE features)
+            page.set_viewport_size({"width": 1500, "height": 2700})
             page.get_by_role("button", name="Pin selection as A").click()  # A: the whole survey
             figures = open_tab(page, "Clusters")
             figures.get_by_role("button", name="GMM", exact=True).click()

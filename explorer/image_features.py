@@ -23,6 +23,8 @@ EMBEDDING = "image_vae"  # the embedding the image VAE writes (its latent means)
 MORPHOLOGY = "morphology"
 TILE = 44  # screen pixels per decoded image in a traversal strip
 GAP = 2
+LABEL_WIDTH = 170
+PLANE_WIDTH, PLANE_HEIGHT = 540, 420
 
 
 def traversal_strip(images: np.ndarray, low: float, high: float) -> bytes:
@@ -79,7 +81,7 @@ class LatentPlane(GalaxyScatter):
         self.latent = np.asarray(data.bundle.read(schema.EMBEDDING_VECTORS, embedding=EMBEDDING), float)
         self.features = plane_features(data, self.latent)
         super().__init__(data, state)
-        self.pane.param.update(sizing_mode="fixed", width=600, height=440)
+        self.pane.param.update(sizing_mode="fixed", width=PLANE_WIDTH, height=PLANE_HEIGHT)
 
     def points(self) -> hv.Points:
         a, b = self.features
@@ -88,7 +90,7 @@ class LatentPlane(GalaxyScatter):
         return points.clone(frame).redim(umap_1=f"feature_{a}", umap_2=f"feature_{b}").opts(
             xlabel=f"image-VAE feature {a}   ○ training  ☆ validation", ylabel=f"image-VAE feature {b}",
             title=f"Image-VAE latent plane, coloured by {label(self.state.colour_by)}", responsive=False,
-            width=600, height=440)
+            width=PLANE_WIDTH, height=PLANE_HEIGHT)
 
     @property
     def how(self) -> str:
@@ -103,16 +105,17 @@ class ImageFeatures:
         traversals = np.asarray(data.bundle.read(schema.IMAGE_VAE_TRAVERSALS), float)
         table = feature_table(data)
         low, high = np.percentile(traversals, [0.5, 99.5])
+        strips_width = LABEL_WIDTH + 20 + traversals.shape[1] * (TILE + GAP)
         rows = [pn.pane.Markdown(f"Decoded images, left to right: one feature from its 2nd to its 98th percentile "
                                  f"over the training galaxies, the others at their median ({traversals.shape[1]} "
-                                 "steps).", styles={"font-size": "12px", "color": "#555"})]
+                                 "steps).", width=strips_width, styles={"font-size": "12px", "color": "#555"})]
         for j, images in enumerate(traversals):
             strongest = strongest_property(table, j)
             text = f"**feature {j}**" + (f"<br>r = {strongest[1]:+.2f} with {label(strongest[0])}" if strongest else "")
-            rows.append(pn.Row(pn.pane.Markdown(text, width=170, styles={"font-size": "12px"}, margin=(0, 5)),
+            rows.append(pn.Row(pn.pane.Markdown(text, width=LABEL_WIDTH, styles={"font-size": "12px"}, margin=(0, 5)),
                                pn.pane.PNG(traversal_strip(images, low, high), margin=(2, 5)),
                                css_classes=["traversal-row"]))
-        self.traversals = pn.Column(*rows, css_classes=["traversals"])
+        self.traversals = pn.Column(*rows, width=strips_width + 20, css_classes=["traversals"])
         self.plane = LatentPlane(data, state)
         feature_rows = [f"feature {j}" for j in table["feature"]]
         self.correlations = CorrelationTable(
@@ -124,5 +127,6 @@ class ImageFeatures:
         plane_note = pn.pane.Markdown(f"Features {a} and {b}: the two that best separate the morphological types "
                                       "(largest share of their variance between the types' means). Box or lasso "
                                       "select galaxies here.", styles={"font-size": "12px", "color": "#555"})
-        self.view = pn.Column(pn.Row(self.traversals, pn.Column(plane_note, self.plane.pane, width=620)),
-                              self.correlations.view)
+        # Fixed widths (strips ~530 px, plane 560 px) keep both side by side in the page's ~1,170 px main column
+        self.view = pn.Column(pn.Row(self.traversals, pn.Column(plane_note, self.plane.pane, width=PLANE_WIDTH + 20)),
+                              self.correlations.view, sizing_mode="stretch_width")
