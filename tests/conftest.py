@@ -85,7 +85,8 @@ def state(data):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests on the demo-size build are the slow ones (`pytest -m "not slow"` leaves them out)."""
+    """Tests on the demo-size build and browser tests (a server and a page load each, ~15 s) are the slow ones
+    (`pytest -m "not slow"` leaves them out)."""
     for item in items:
-        if "demo_build" in getattr(item, "fixturenames", ()):
+        if "demo_build" in getattr(item, "fixturenames", ()) or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)
