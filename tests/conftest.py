@@ -85,8 +85,9 @@ def state(data):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests on the demo-size build and browser tests (a server and a page load each, ~15 s) are the slow ones
-    (`pytest -m "not slow"` leaves them out)."""
+    """The slow ones (`pytest -m "not slow"` leaves them out): science checks on trained survey maps (the demo-size
+    build, the 40-galaxy `survey_bundle`) and browser tests (a server and a page load each, ~15 s)."""
     for item in items:
-        if "demo_build" in getattr(item, "fixturenames", ()) or item.get_closest_marker("browser"):
+        fixtures = getattr(item, "fixturenames", ())
+        if "demo_build" in fixtures or "survey_bundle" in fixtures or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)

@@ -69,6 +69,7 @@ def served(synthetic_bundle):
         server.stop()
 
 
+@pytest.mark.slow  # three cycles of real sessions on a real server: about a minute on 2 cores
 def test_closed_sessions_release_their_dashboards(served):
     url, dashboards, destroyed = served
     rss = []
