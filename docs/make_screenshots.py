@@ -20,7 +20,7 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from explorer.data import DEFAULT_BUNDLE  # noqa: E402 (the repository root goes on the path first)
+from explorer.data import DEFAULT_BUNDLE
 
 CHROMIUM = "/usr/bin/chromium"
 READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(

@@ -79,7 +79,7 @@ def test_closed_sessions_release_their_dashboards(served):
     for cycle in range(3):
         sessions = client.submit(lambda: [pull_session(url=url) for _ in range(SESSIONS_PER_CYCLE)]).result()
         assert len(dashboards) == SESSIONS_PER_CYCLE * (cycle + 1)
-        client.submit(lambda: [session.close() for session in sessions]).result()
+        client.submit(lambda opened: [session.close() for session in opened], sessions).result()
         del sessions
         _wait_until(lambda: len(destroyed) == len(dashboards), "Bokeh destroying the closed sessions")
         gc.collect()
