@@ -129,7 +129,7 @@ def bench_browser(path: Path, sessions: int) -> dict:
     url = f"http://127.0.0.1:{port}/app"
     server = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
-         "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", str(path)],
+         "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness", "--args", str(path)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "SAMP_HUB": ""})
     try:
         for _ in range(600):  # the server answers once Tornado listens (the app itself runs per session)

@@ -152,8 +152,10 @@ def test_tag_a_som_node_select_it_back_and_undo(dashboard, bundle, artifacts):  
 
 
 def what_next(page) -> list[str]:
-    """Galaxy ids of the ranked list, best first."""
-    return [b.inner_text() for b in page.locator(".what-next .gallery-id button").all() if b.is_visible()]
+    """Galaxy ids of the ranked list, best first: read in one step in the page (buttons read one by one can be
+    replaced between two reads while the list redraws, and the next read then waits for a button that is gone)."""
+    return page.locator(".what-next .gallery-id button").evaluate_all(
+        "buttons => buttons.filter(b => b.offsetParent !== null).map(b => b.innerText)")
 
 
 def test_the_ranked_list_changes_after_a_label(dashboard, bundle, artifacts):  # noqa: F811 (fixtures)

@@ -1,0 +1,221 @@
+"""The dashboard as a service, in a real browser: concurrent pages, memory over open/close cycles, brush latency.
+
+    python benchmarks/bench_service.py data/bundles/demo
+    python benchmarks/bench_service.py data/bundles/demo --pages 1,10,20 --cycles 3 --cycle-pages 10 --brushes 50
+
+Serves `panel serve app.py --args BUNDLE` on 127.0.0.1 and drives headless Chromium (Debian's) with Playwright:
+1. for each count in --pages, that many pages opened at once: time from navigation to the galaxy scatter drawn
+   (min / median / max);
+2. --cycles times: --cycle-pages pages opened at once, closed, then server RSS --closed-wait (30) s later (the server discards a
+   closed page's session after 5 s: `--unused-session-lifetime 5000`; Bokeh's default waits up to 32 s);
+3. --brushes box selections on the UMAP scatter of one page, every fifth on empty space: the browser-perceived
+   latency from mouse release to the page showing the new selection count (every view is updated in the same
+   server message), and server RSS every 10 brushes; an empty box must keep the selection.
+Ends with the number of tracebacks in the server log and one JSON line. Targets (issue 14): each of 20 pages
+ready ≤ 10 s; RSS after the third cycle within 10 % of after the first; brush latency ≤ 400 ms median.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+VIEWPORT = {"width": 1500, "height": 1900}
+READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(
+  v => v.model.title && typeof v.model.title.text === "string" && v.model.title.text.startsWith("Galaxies in"))"""
+# The UMAP scatter's frame on the page and data → page coordinates of the given points
+SCATTER_JS = """(points) => {
+  for (const view of Bokeh.index.all_views()) {
+    const title = view.model.title;
+    if (!view.frame || !title || typeof title.text !== "string" || !title.text.startsWith("Galaxies in")) continue;
+    const rect = view.canvas_view.events_el.getBoundingClientRect();
+    return points.map(([x, y]) => [rect.left + view.frame.x_scale.compute(x), rect.top + view.frame.y_scale.compute(y)]);
+  }
+  return null;
+}"""
+TARGET_READY_S, TARGET_LATENCY_MS = 10.0, 400.0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def serve(bundle: Path, log) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
+         "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness", "--check-unused-sessions", "1000",
+         "--unused-session-lifetime", "5000", "--args", str(bundle)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SAMP_HUB": ""})
+    for _ in range(900):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
+            return server, f"http://127.0.0.1:{port}/app"
+        except OSError:
+            if server.poll() is not None:
+                raise SystemExit(f"panel serve exited with {server.returncode}; see {log.name}") from None
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("panel serve did not answer within 180 s")
+
+
+async def open_pages(browser, url: str, n: int) -> tuple[list, list[float]]:
+    """n pages navigated at once; each one's seconds from navigation to the scatter drawn."""
+    async def one():
+        page = await browser.new_page(viewport=VIEWPORT)
+        start = time.perf_counter()
+        await page.goto(url, timeout=900_000)
+        await page.wait_for_function(READY_JS, timeout=900_000, polling=100)
+        return page, time.perf_counter() - start
+    opened = await asyncio.gather(*(one() for _ in range(n)))
+    return [page for page, _ in opened], [seconds for _, seconds in opened]
+
+
+def boxes(xy: np.ndarray, n: int, rng: np.random.Generator):
+    """(lo, hi, galaxies inside) of n boxes in UMAP coordinates; every fifth on empty space (no galaxy inside)."""
+    low, span = xy.min(axis=0), np.ptp(xy, axis=0)
+    for i in range(n):
+        for _ in range(100_000):
+            if i % 5 == 4:
+                lo = low + rng.uniform(0, 0.95, 2) * span
+                hi = lo + 0.03 * span
+            else:
+                lo = np.quantile(xy, rng.uniform(0, 0.6, 2), axis=0).diagonal()
+                hi = np.minimum(lo + rng.uniform(0.2, 0.5) * span, xy.max(axis=0))  # released inside the frame
+            inside = int(((xy >= lo) & (xy <= hi)).all(axis=1).sum())
+            if (inside == 0) == (i % 5 == 4):
+                yield lo, hi, inside
+                break
+        else:
+            raise SystemExit("no box on empty space found: the UMAP scatter has no gap of 3 % of its size")
+
+
+async def brush_latencies(page, xy: np.ndarray, n: int, pid: int, rng: np.random.Generator) -> dict:
+    latencies, rss, kept = [], [], 0
+    count = page.get_by_text(re.compile(r"^[\d,]+ galaxies selected — ")).first
+    for i, (lo, hi, inside) in enumerate(boxes(xy, n, rng)):
+        before = await count.inner_text()
+        (x0, y0), (x1, y1) = await page.evaluate(SCATTER_JS, [[float(lo[0]), float(hi[1])], [float(hi[0]), float(lo[1])]])
+        await page.mouse.move(x0, y0)
+        await page.mouse.down()
+        await page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+        await page.mouse.move(x1, y1, steps=4)
+        if inside and not before.startswith(f"{inside:,} galaxies selected"):
+            expected = page.get_by_text(re.compile(rf"^{inside:,} galaxies selected — ")).first
+            start = time.perf_counter()
+            await page.mouse.up()
+            await expected.wait_for(timeout=60_000)
+            latencies.append(1e3 * (time.perf_counter() - start))
+        else:
+            await page.mouse.up()
+            await page.wait_for_timeout(1000)  # the server's answer; an empty box keeps the selection
+            kept += (await count.inner_text()) == before
+        if (i + 1) % 10 == 0:
+            rss.append(rss_mb(pid))
+    return {"latencies_ms": latencies, "rss_mb": rss, "untimed": n - len(latencies), "unchanged": kept}
+
+
+async def run(bundle: Path, pages: list[int], cycles: int, cycle_pages: int, closed_wait_s: float, brushes: int,
+              log) -> dict:
+    from playwright.async_api import async_playwright
+
+    from explorer.data import ExplorerData
+
+    data = ExplorerData(bundle)
+    xy = np.asarray(data.umap(next(iter(data.embeddings))))
+    server, url = serve(bundle, log)
+    result = {"bundle": str(bundle), "galaxies": data.n_galaxies, "ready_s": {}, "cycles": []}
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+            for n in pages:
+                opened, seconds = await open_pages(browser, url, n)
+                result["ready_s"][n] = seconds
+                print(f"{n:>3} pages at once: ready in min {min(seconds):.1f} s, median {np.median(seconds):.1f} s, "
+                      f"max {max(seconds):.1f} s", flush=True)
+                for page in opened:
+                    await page.close()
+            for cycle in range(cycles):
+                before = rss_mb(server.pid)
+                opened, _ = await open_pages(browser, url, cycle_pages)
+                with_open = rss_mb(server.pid)
+                for page in opened:
+                    await page.close()
+                await asyncio.sleep(closed_wait_s)
+                after = rss_mb(server.pid)
+                result["cycles"].append({"before": before, "open": with_open, "after": after})
+                print(f"cycle {cycle + 1}: server RSS {before:.0f} MB before, {with_open:.0f} MB with {cycle_pages} "
+                      f"pages open, {after:.0f} MB {closed_wait_s:.0f} s after closing them", flush=True)
+            page = (await open_pages(browser, url, 1))[0][0]
+            result["brushes"] = await brush_latencies(page, xy, brushes, server.pid, np.random.default_rng(0))
+            await browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--pages", default="1,10,20", help="numbers of pages opened at once")
+    parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument("--cycle-pages", type=int, default=10)
+    parser.add_argument("--closed-wait", type=float, default=30.0, help="seconds from closing to reading RSS")
+    parser.add_argument("--brushes", type=int, default=50)
+    args = parser.parse_args(argv)
+    pages = [int(n) for n in args.pages.split(",")]
+    print(f"dashboard service benchmark on {os.cpu_count()} CPU cores, bundle {args.bundle}", flush=True)
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        result = asyncio.run(run(args.bundle, pages, args.cycles, args.cycle_pages, args.closed_wait,
+                                  args.brushes, log))
+        log.seek(0)
+        tracebacks = log.read().count("Traceback")
+    brushes = result["brushes"]
+    latency = np.asarray(brushes["latencies_ms"])
+    print(f"{args.brushes} brushes: {len(latency)} timed, latency median {np.median(latency):.0f} ms, "
+          f"p95 {np.percentile(latency, 95):.0f} ms; {brushes['untimed']} on empty space or the same galaxies, "
+          f"{brushes['unchanged']} of them kept the selection; server RSS every 10: "
+          + ", ".join(f"{r:.0f}" for r in brushes["rss_mb"]) + " MB")
+    print(f"tracebacks in the server log: {tracebacks}")
+    worst = max(result["ready_s"][max(pages)])
+    cycles = result["cycles"]
+    growth = (cycles[-1]["after"] - cycles[0]["after"]) / cycles[0]["after"] if len(cycles) > 1 else float("nan")
+    verdicts = {f"{max(pages)} pages each ready ≤ {TARGET_READY_S:.0f} s": worst <= TARGET_READY_S,
+                "RSS after the last cycle within 10 % of after the first": growth <= 0.10,
+                f"brush latency median ≤ {TARGET_LATENCY_MS:.0f} ms": float(np.median(latency)) <= TARGET_LATENCY_MS,
+                "no traceback": tracebacks == 0}
+    for what, met in verdicts.items():
+        print(f"  {'meets' if met else 'MISSES'}: {what}")
+    print(json.dumps({"pages": {n: [round(min(s), 1), round(float(np.median(s)), 1), round(max(s), 1)]
+                                for n, s in result["ready_s"].items()},
+                      "rss_after_cycles_mb": [round(c["after"]) for c in cycles], "rss_growth": round(growth, 3),
+                      "latency_median_ms": round(float(np.median(latency))),
+                      "latency_p95_ms": round(float(np.percentile(latency, 95))), "tracebacks": tracebacks}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
