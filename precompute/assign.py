@@ -1,14 +1,21 @@
 """`python -m precompute assign`: place new spectra or cubes on a bundle's frozen spectral maps.
 
     python -m precompute assign --bundle data/bundles/demo FILE... --out placed.csv [--catalogue drpall.fits]
-                                [--workers N | --scheduler ADDRESS]
+                                [--min-coverage 0.6] [--workers N | --scheduler ADDRESS]
 
 Every input is prepared with the bundle's own configuration (same rest-frame grid, normalisation, Voronoi
 binning), then each binned spectrum gets one CSV row: source file, spectrum index (Voronoi bin of a cube, or index
 in a set of spectra), galaxy id, DESOM-1 node (row, column), latent quantization error, fractional reconstruction
-error and the member medians of every property of that node. Rows of a cube also carry the galaxy's fingerprint
-(non-zero nodes as ``k:value``) and its DESOM-2 node. An input the bundle cannot represent (wavelength coverage too
-short, every pixel bad, ...) gets a row whose `error` column says why; the other inputs still go through.
+error over the observed pixels, `coverage` (share of the rest-frame grid observed), `second_node` (the next
+nearest prototype), `confidence` (0–1: how much of the latent neighbourhood weight falls on the node and its grid
+neighbours) and the member medians of every property of that node. Rows of a cube also carry the galaxy's
+fingerprint (non-zero nodes as ``k:value``) and its DESOM-2 node.
+
+A spectrum need not cover the whole grid (an SDSS spectrum starting at 3811 Å rest-frame, a chip gap, masked
+sky): its missing pixels are filled by gappy reconstruction and, if its normalisation window is missing, its level
+is fitted against the decoded spectrum (precompute.placement). Below `--min-coverage` of the grid it is not placed.
+An input the bundle cannot represent (too little coverage, no overlap with the grid, every pixel bad, ...) gets a
+row whose `error` column says why; the other inputs still go through.
 """
 from __future__ import annotations
 
@@ -29,8 +36,11 @@ from precompute.fingerprints import fingerprint_counts, fingerprint_string, norm
 from precompute.models.desom import DESOM
 from precompute.models.som import best_matching_units
 from precompute.observation import InputError
+from precompute.placement import MIN_COVERAGE, place_spectra
+from precompute.prepare import rest_frame_grid
 
-COLUMNS = ["source", "spectrum", "galaxy_id", "node", "bmu_row", "bmu_col", "qe", "recon_error"]
+COLUMNS = ["source", "spectrum", "galaxy_id", "node", "bmu_row", "bmu_col", "qe", "recon_error", "coverage",
+           "second_node", "confidence"]
 
 
 @dataclass
@@ -63,20 +73,14 @@ class FrozenMaps:
                 prototypes = prototypes.reshape(len(prototypes), -1)
         return cls(bundle, desom1, medians, node_scale, desom2, prototypes)
 
-    def place(self, flux: np.ndarray, ivar: np.ndarray) -> pd.DataFrame:
-        """Per binned spectrum: node, bmu_row, bmu_col, qe, recon_error and the node's property medians."""
-        latent = self.desom1.encode(flux, ivar > 0)
-        nodes, qe = self.desom1.bmu(latent, latent=True)
-        recon = self.desom1.decode(latent)
-        good = ivar > 0
-        residual = np.where(good, np.abs(flux - recon), np.nan)
-        level = np.where(good, np.abs(flux), np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recon_error = np.nanmedian(residual, axis=1) / np.nanmedian(level, axis=1)
-        cols = self.desom1.cols
-        placed = pd.DataFrame({"node": nodes, "bmu_row": nodes // cols, "bmu_col": nodes % cols, "qe": qe,
-                               "recon_error": recon_error})
-        return pd.concat([placed, self.node_medians.iloc[nodes].reset_index(drop=True)], axis=1)
+    def place(self, flux: np.ndarray, ivar: np.ndarray, min_coverage: float = MIN_COVERAGE) -> pd.DataFrame:
+        """Per prepared spectrum (precompute.placement.place_spectra): node, bmu_row, bmu_col, qe, recon_error,
+        coverage, second_node, confidence, error ("" or why it was not placed) and the node's property medians."""
+        prepare_config = self.bundle.config["prepare"]
+        placement = place_spectra(self.desom1, flux, ivar, rest_frame_grid(prepare_config),
+                                  prepare_config["norm_window"], min_coverage)
+        medians = self.node_medians.reindex(placement.node).reset_index(drop=True)  # node -1: NaN
+        return pd.concat([placement.table(self.desom1.cols), medians], axis=1)
 
     def galaxy_fingerprint(self, nodes: np.ndarray):
         """(fingerprint [rows, cols], DESOM-2 node or -1) of one galaxy from its bins' DESOM-1 nodes."""
@@ -93,9 +97,10 @@ class FrozenMaps:
 
 
 def assign_files(bundle_path, paths, catalogue=None, key: str | None = None, column_map: dict | None = None,
-                 device: str = "cpu", client=None) -> pd.DataFrame:
+                 device: str = "cpu", client=None, min_coverage: float = MIN_COVERAGE) -> pd.DataFrame:
     """Place every spectrum of every file on the bundle's maps; one row per binned spectrum or failed input.
-    One task per file on the engine `client` (precompute.engine; None = in this process), rows in file order."""
+    One task per file on the engine `client` (precompute.engine; None = in this process), rows in file order.
+    Spectra observing less than `min_coverage` of the rest-frame grid get an error row."""
     from precompute import formats
     from precompute.engine import run_tasks
     from precompute.shards import file_units
@@ -104,13 +109,14 @@ def assign_files(bundle_path, paths, catalogue=None, key: str | None = None, col
     key = key or config["inputs"].get("catalogue_key", "plateifu")
     table = None if catalogue is None else formats.read_catalogue(catalogue, key=key, column_map=column_map or {})
     frames = [frame for _, placed in run_tasks(client, assign_file, file_units(paths), "assign",
-                                               bundle_path=str(bundle_path), catalogue=table, device=device)
+                                               bundle_path=str(bundle_path), catalogue=table, device=device,
+                                               min_coverage=min_coverage)
               for frame in placed]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     if "error" not in out:
         out["error"] = ""
     out["error"] = out["error"].fillna("")
-    return out
+    return out[[c for c in out.columns if c != "error"] + ["error"]]
 
 
 @lru_cache(maxsize=2)
@@ -119,7 +125,8 @@ def frozen_maps(bundle_path: str, device: str) -> FrozenMaps:
     return FrozenMaps.load(bundle_path, device=device)
 
 
-def assign_file(unit, bundle_path: str, catalogue=None, device: str = "cpu") -> list[pd.DataFrame]:
+def assign_file(unit, bundle_path: str, catalogue=None, device: str = "cpu",
+                min_coverage: float = MIN_COVERAGE) -> list[pd.DataFrame]:
     """Task: the rows of one input file (its binned spectra placed, or one error row per failure)."""
     from precompute import formats
     from precompute.prepare import prepare_galaxy, split_spectra
@@ -133,18 +140,22 @@ def assign_file(unit, bundle_path: str, catalogue=None, device: str = "cpu") -> 
     for index, obs in enumerate(observations):
         spectrum = None if obs.is_cube else index
         try:
-            galaxy = prepare_galaxy(obs, maps.bundle.config["prepare"])
+            galaxy = prepare_galaxy(obs, maps.bundle.config["prepare"], partial_coverage=True)
         except InputError as err:
             frames.append(_error_row(path, spectrum, obs.id, err))
             continue
-        placed = maps.place(galaxy.bin_flux, galaxy.bin_ivar)
+        placed = maps.place(galaxy.bin_flux, galaxy.bin_ivar, min_coverage)
         placed.insert(0, "galaxy_id", galaxy.galaxy_id)
         placed.insert(0, "spectrum", galaxy.bins["bin_id"].to_numpy() if obs.is_cube else index)
         placed.insert(0, "source", path)
-        if obs.is_cube and maps.node_scale is not None:
-            fingerprint, node2 = maps.galaxy_fingerprint(placed["node"].to_numpy())
-            placed.insert(8, "fingerprint", fingerprint_string(fingerprint))
-            placed.insert(8, "desom2_node", node2)
+        # The error names the file and the spectrum (or Voronoi bin), so it reads alone outside the CSV.
+        where = [f"{path} bin {s}" if obs.is_cube else obs.meta.get("path", path) for s in placed["spectrum"]]
+        placed["error"] = [f"{w}: {e}" if e else "" for w, e in zip(where, placed["error"])]
+        on_map = placed["node"].notna()
+        if obs.is_cube and maps.node_scale is not None and on_map.any():
+            fingerprint, node2 = maps.galaxy_fingerprint(placed.loc[on_map, "node"].to_numpy(np.int64))
+            placed.insert(len(COLUMNS), "fingerprint", fingerprint_string(fingerprint))
+            placed.insert(len(COLUMNS), "desom2_node", node2)
         frames.append(placed)
     return frames
 
@@ -162,12 +173,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--catalogue", help="table with redshifts (e.g. drpall nsa_z) matched on --key")
     parser.add_argument("--key", help="catalogue column holding the file ids (default: the bundle's config)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    parser.add_argument("--min-coverage", type=float, default=MIN_COVERAGE,
+                        help=f"least share of the rest-frame grid a spectrum must observe to be placed "
+                             f"(default {MIN_COVERAGE})")
     add_engine_arguments(parser)
     args = parser.parse_args(argv)
     try:
         with engine(args.workers, args.scheduler) as client:
             placed = assign_files(args.bundle, args.files, catalogue=args.catalogue, key=args.key,
-                                  device=args.device, client=client)
+                                  device=args.device, client=client, min_coverage=args.min_coverage)
     except (BundleError, InputError, ValueError) as err:
         print(f"assign: {err}", file=sys.stderr)
         return 1

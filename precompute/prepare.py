@@ -40,6 +40,7 @@ SNR_MARGIN = 500.0  # S/N is measured over the normalisation window ± this many
 MIN_GOOD_FRACTION = 0.5  # share of a window (or of a bin's flux) that must be good to trust a mean (a co-add)
 SLIVER = 1e-3  # input pixels overlapping an output pixel by less than this fraction do not taint it
 GALAXY_COLUMNS = ["galaxy_id", "split", "source", "redshift", "ra", "dec", "n_bins", "thumbnail"]
+NEGATIVE_IVAR = "negative_ivar_masked"  # galaxies column, present only when some input had negative IVAR
 
 
 @dataclass
@@ -103,16 +104,18 @@ def sky_line_mask(wave: np.ndarray) -> np.ndarray:
     return (np.abs(wave[:, None] - SKY_LINES[None, :]) <= SKY_LINE_HALF_WIDTH).any(axis=1)
 
 
-def to_rest_frame(wave, flux, ivar, bad, redshift, grid, source="input"):
+def to_rest_frame(wave, flux, ivar, bad, redshift, grid, source="input", partial_coverage: bool = False):
     """De-redshift spectra ``[n, n_wave]`` and resample them onto ``grid``: (flux, ivar, bad) ``[n, n_grid]``.
 
     All spectra share one sparse matrix, so the whole cube is resampled in one product. Variances go through
     the squared weights (pixels are independent); an output pixel is bad if any input pixel that contributes
-    to it is bad, including the masked sky lines.
+    to it is bad, including the masked sky lines. A spectrum must cover the whole grid, unless
+    ``partial_coverage`` (placing on frozen maps, precompute.placement): grid pixels it does not cover are then bad.
     """
     edges = pixel_edges(wave) / (1.0 + redshift)
     grid_edges = pixel_edges(grid)
-    if edges[0] > grid_edges[0] or edges[-1] < grid_edges[-1]:
+    no_overlap = edges[0] >= grid_edges[-1] or edges[-1] <= grid_edges[0]
+    if no_overlap or (not partial_coverage and (edges[0] > grid_edges[0] or edges[-1] < grid_edges[-1])):
         raise InputError(
             source,
             f"covers {edges[0]:.0f}–{edges[-1]:.0f} Å rest-frame (z = {redshift:.4f}), "
@@ -135,9 +138,10 @@ def to_rest_frame(wave, flux, ivar, bad, redshift, grid, source="input"):
     var_t = np.divide(scale**2, ivar[used].T, out=np.zeros(good_t.shape), where=good_t)
     matrix = resampling_matrix(edges, grid_edges)
     covered = matrix @ good_t.astype(float)
-    tainted = np.asarray(matrix.sum(axis=1)) - covered > SLIVER  # weight of bad input pixels
+    extent = np.asarray(matrix.sum(axis=1))  # share of each grid pixel the input reaches (1 inside its range)
+    tainted = extent - covered > SLIVER  # weight of bad input pixels
     var = matrix.multiply(matrix) @ var_t
-    bad_t = tainted | ~(covered > 0) | ~(var > 0)
+    bad_t = tainted | (extent < 1.0 - SLIVER) | ~(covered > 0) | ~(var > 0)
     safe = np.where(bad_t, 1.0, covered)  # good outputs are covered up to slivers, which we renormalise
     flux_out[used] = np.where(bad_t, 0.0, (matrix @ flux_t) / safe).T
     ivar_out[used] = np.where(bad_t, 0.0, safe**2 / np.where(bad_t, 1.0, var)).T
@@ -163,9 +167,29 @@ def window_mean(flux, bad, grid, window):
     """Mean flux over good pixels in ``window`` and whether it can normalise (enough good pixels, positive)."""
     inside = _window(grid, window, "norm_window")
     good = ~bad[:, inside]
-    n_good = good.sum(axis=1)
-    mean = np.where(good, flux[:, inside], 0.0).sum(axis=1) / np.maximum(n_good, 1)
-    return mean, (n_good >= MIN_GOOD_FRACTION * inside.sum()) & (mean > 0)
+    mean = np.where(good, flux[:, inside], 0.0).sum(axis=1) / np.maximum(good.sum(axis=1), 1)
+    return mean, window_observed(bad, grid, window) & (mean > 0)
+
+
+def window_observed(bad, grid, window) -> np.ndarray:
+    """bool [n]: enough of ``window`` is good (MIN_GOOD_FRACTION) for its mean flux to normalise a spectrum."""
+    inside = _window(grid, window, "norm_window")
+    return (~bad[:, inside]).sum(axis=1) >= MIN_GOOD_FRACTION * inside.sum()
+
+
+def normalisation(flux, bad, grid, window, partial_coverage: bool = False):
+    """(level, usable) of each spectrum: its mean flux in the normalisation ``window`` (``window_mean``).
+
+    With ``partial_coverage``, a spectrum whose window is not observed takes its mean good flux instead: a
+    provisional level that keeps its numbers near 1; placement rescales it against the decoded spectrum.
+    """
+    norm, usable = window_mean(flux, bad, grid, window)
+    if partial_coverage:
+        unseen = ~window_observed(bad, grid, window)
+        good = ~bad[unseen]
+        level = np.where(good, flux[unseen], 0.0).sum(axis=1) / np.maximum(good.sum(axis=1), 1)
+        norm[unseen], usable[unseen] = level, level > 0
+    return norm, usable
 
 
 def _snr_window(prepare_config: dict) -> tuple[float, float]:
@@ -259,12 +283,15 @@ def _number(value) -> float:
 
 
 def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None = None,
-                   truth_maps: dict | None = None, image: np.ndarray | None = None) -> PreparedGalaxy:
+                   truth_maps: dict | None = None, image: np.ndarray | None = None,
+                   partial_coverage: bool = False) -> PreparedGalaxy:
     """Prepare one cube, or one spectrum of a set (see ``split_spectra``), into binned rest-frame spectra.
 
     ``truth``: known properties of the galaxy (mock truth or catalogue row), copied into its galaxies row;
     its ``re_arcsec`` gives the bins' ``radius_re``. ``truth_maps``: per-spaxel [ny, nx] truth, averaged per bin
     weighted by flux. ``image``: a gri cutout [3, h, w] in nanomaggies (else the cube's own images are used).
+    ``partial_coverage``: for placing on frozen maps (precompute.placement), the spectra need not cover the whole
+    grid nor the normalisation window (see ``to_rest_frame`` and ``normalisation``); a build never sets it.
     """
     source = str(obs.meta.get("path") or obs.meta.get("source") or obs.id)
     obs.validate(source)
@@ -278,9 +305,9 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
     n_spaxels = int(np.prod(spatial))
     flux, ivar, bad = to_rest_frame(
         obs.wave, obs.flux.reshape(n_spaxels, -1), obs.ivar.reshape(n_spaxels, -1), obs.bad.reshape(n_spaxels, -1),
-        z, grid, source,
+        z, grid, source, partial_coverage,
     )
-    norm, usable = window_mean(flux, bad, grid, norm_window)
+    norm, usable = normalisation(flux, bad, grid, norm_window, partial_coverage)
     if obs.foreground_star is not None:
         usable &= ~np.asarray(obs.foreground_star, dtype=bool).reshape(n_spaxels)
     if not usable.any():
@@ -301,9 +328,10 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
         labels, x_arcsec, y_arcsec = np.zeros(1, dtype=int), np.full(1, np.nan), np.full(1, np.nan)
 
     weight = np.where(labels >= 0, norm, 0.0)  # flux weights: each spaxel's mean flux in the window
-    bin_flux, bin_ivar, snr, keep = _binned_spectra(flux, ivar, bad, weight, labels, grid, prepare_config)
+    bin_flux, bin_ivar, snr, keep, normalised = _binned_spectra(flux, ivar, bad, weight, labels, grid,
+                                                                prepare_config, partial_coverage)
     if not obs.is_cube:  # a single spectrum is kept whatever its S/N: there is nothing to bin it with
-        keep = np.isfinite(snr)
+        keep = normalised if partial_coverage else np.isfinite(snr)
     if not keep.any():
         raise InputError(source, f"no Voronoi bin reaches S/N {prepare_config['min_bin_snr']} "
                                  f"(best {np.nanmax(snr, initial=0.0):.1f})")
@@ -318,6 +346,9 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
         "dec": _number(obs.meta.get("dec", truth.get("dec"))),
         "n_bins": len(bins),
     }
+    negative_ivar = int(np.sum(obs.meta.get("negative_ivar", 0)))
+    if negative_ivar:  # pixels the reader masked for an invalid (negative) ivar: kept on record, see write_core
+        row[NEGATIVE_IVAR] = negative_ivar
     return PreparedGalaxy(
         galaxy_id=obs.id,
         row=row,
@@ -348,16 +379,17 @@ def _voronoi_labels(flux, ivar, bad, usable, spatial, grid, prepare_config, sour
     return labels
 
 
-def _binned_spectra(flux, ivar, bad, weight, labels, grid, prepare_config):
-    """Co-added, normalised spectra of every bin, their S/N and whether they pass min_bin_snr."""
+def _binned_spectra(flux, ivar, bad, weight, labels, grid, prepare_config, partial_coverage=False):
+    """Co-added, normalised spectra of every bin, their S/N, whether they pass min_bin_snr and whether they could
+    be normalised."""
     bin_flux, bin_ivar, bin_bad = coadd(flux, ivar, bad, weight, labels, int(labels.max()) + 1)
-    bin_norm, normalisable = window_mean(bin_flux, bin_bad, grid, prepare_config["norm_window"])
+    bin_norm, normalisable = normalisation(bin_flux, bin_bad, grid, prepare_config["norm_window"], partial_coverage)
     bin_norm = np.where(normalisable, bin_norm, 1.0)
     bin_flux = np.where(bin_bad, 0.0, bin_flux / bin_norm[:, None])
     bin_ivar = np.where(bin_bad, 0.0, bin_ivar * (bin_norm**2)[:, None])
     snr = np.where(normalisable, spectrum_snr(bin_flux, bin_ivar, bin_bad, grid, _snr_window(prepare_config)), np.nan)
     with np.errstate(invalid="ignore"):
-        return bin_flux, bin_ivar, snr, snr >= prepare_config["min_bin_snr"]
+        return bin_flux, bin_ivar, snr, snr >= prepare_config["min_bin_snr"], normalisable
 
 
 def _bin_table(galaxy_id, labels, weight, x_arcsec, y_arcsec, snr, keep, truth, truth_maps):
@@ -401,11 +433,12 @@ def split_spectra(obs: Observation) -> list[Observation]:
     n = obs.n_spectra
     redshift = np.broadcast_to(np.asarray(obs.redshift, dtype=float), (n,))
     path = obs.meta.get("path", obs.id)
+    negative_ivar = np.broadcast_to(obs.meta.get("negative_ivar", 0), (n,))  # the reader counts per spectrum
     return [
         Observation(
             id=obs.id if n == 1 else f"{obs.id}:{i}", format=obs.format, wave=obs.wave,
             flux=obs.flux[i : i + 1], ivar=obs.ivar[i : i + 1], bad=obs.bad[i : i + 1], redshift=float(redshift[i]),
-            meta={**obs.meta, "path": path if n == 1 else f"{path}[{i}]"},
+            meta={**obs.meta, "path": path if n == 1 else f"{path}[{i}]", "negative_ivar": negative_ivar[i : i + 1]},
         )
         for i in range(n)
     ]
@@ -496,8 +529,11 @@ def read_catalogue(config: dict, catalogue=None, key: str | None = None, column_
     catalogue = inputs["catalogue"] if catalogue is None else catalogue
     if catalogue is None:
         return None
-    return formats.read_catalogue(catalogue, key=key or inputs["catalogue_key"],
-                                  column_map=inputs["column_map"] if column_map is None else column_map)
+    table = formats.read_catalogue(catalogue, key=key or inputs["catalogue_key"],
+                                   column_map=inputs["column_map"] if column_map is None else column_map)
+    for line in table.attrs["problems"]:  # cells read as unknown: only their galaxies are affected
+        tqdm.write(line, file=sys.stderr)
+    return table
 
 
 def prepare_files(paths, config: dict, catalogue=None, key: str = "plateifu", column_map: dict | None = None):
@@ -553,7 +589,10 @@ def prepare_to_staging(config: dict, staging: Path, client=None) -> tuple[list, 
     _summary(f"{len(units)} inputs ({counts['reused']} shards reused)", len(folders), n_spectra, len(skipped),
              time.perf_counter() - start)
     inputs = inputs_record(files) if files else f"mock:{config['seed']}:{config['mock']['galaxies']}"
-    return StagedGalaxies(folders), skipped, {"inputs": inputs, "shards": counts}
+    provenance = {"inputs": inputs, "shards": counts}
+    if catalogue is not None and catalogue.attrs["problems"]:
+        provenance["catalogue_problems"] = catalogue.attrs["problems"]
+    return StagedGalaxies(folders), skipped, provenance
 
 
 def record_inputs(writer: BundleWriter, config: dict, provenance: dict) -> None:
@@ -623,6 +662,8 @@ def write_core(writer: BundleWriter, galaxies, config: dict):
     table["thumbnail"] = "thumbnails/" + names + ".png"
     table = table[GALAXY_COLUMNS + [c for c in table.columns if c not in GALAXY_COLUMNS]]
     table["n_bins"] = table["n_bins"].astype(np.int32)
+    if NEGATIVE_IVAR in table:  # a galaxy without negative IVAR has none masked, not an unknown number
+        table[NEGATIVE_IVAR] = table[NEGATIVE_IVAR].fillna(0).astype(np.int64)
     bins = pd.concat(bin_tables, ignore_index=True)
     bins.insert(1, "galaxy_index", bins.pop("galaxy_index"))
 
@@ -649,6 +690,9 @@ def write_core(writer: BundleWriter, galaxies, config: dict):
         "val_galaxies": int((table["split"] == "val").sum()),
         "median_bin_snr": float(bins["snr"].median()),
     }
+    if NEGATIVE_IVAR in table:
+        writer.metrics["prepare"][NEGATIVE_IVAR] = {"pixels": int(table[NEGATIVE_IVAR].sum()),
+                                                    "galaxies": int((table[NEGATIVE_IVAR] > 0).sum())}
     return table, bins
 
 

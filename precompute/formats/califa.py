@@ -69,11 +69,12 @@ def _read_califa(hdul, path, redshift=None, catalogue=None) -> Observation:
                                f"a V500 cube has {N_WAVE} points from {WAVE_START:g} Å in {WAVE_STEP:g} Å steps")
 
     name = header_value(primary, "OBJECT") or file_stem(path)
-    # Convert to 1e-17 units; 1/err^2 with err <= 0 set to 0 (bad), NaN kept so validate reports it.
+    # Convert to 1e-17 units; ivar = 1/err^2, 0 (bad) where err = 0. A negative error is as invalid as a
+    # negative ivar, so it keeps its sign for finish() to mask and count; NaN is kept so validate reports it.
     error = error * FLUX_TO_1E17
-    with np.errstate(divide="ignore", over="ignore"):
-        ivar = 1.0 / error**2
-    ivar[error <= 0] = 0.0
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        ivar = np.sign(error) / error**2
+    ivar[error == 0] = 0.0
     med_vel = header_value(primary, "MED_VEL", np.nan)
     meta = {"path": str(path), "ra": header_value(primary, "RA", np.nan), "dec": header_value(primary, "DEC", np.nan),
             "object": name, "med_vel": med_vel}
@@ -84,7 +85,7 @@ def _read_califa(hdul, path, redshift=None, catalogue=None) -> Observation:
         flux=np.ascontiguousarray(np.moveaxis(flux, 0, -1)) * np.float32(FLUX_TO_1E17),
         ivar=np.ascontiguousarray(np.moveaxis(ivar, 0, -1)),
         bad=np.moveaxis(badpix, 0, -1) != 0,
-        redshift=resolve_redshift(name, float(med_vel) / C_KMS, redshift, catalogue),
+        redshift=resolve_redshift(name, float(med_vel) / C_KMS, redshift, catalogue, source=path),
         pixel_scale=pixel_scale_arcsec(primary),
         meta=meta,
     )

@@ -24,11 +24,13 @@ KEY_COLUMNS = ("plateifu", "galaxy_id", "id", "name", "object")
 REDSHIFT_COLUMNS = ("nsa_z", "z", "redshift")
 
 
-def read_catalogue(path, *, key: str, column_map: dict | None = None) -> pd.DataFrame:
+def read_catalogue(path, *, key: str | None = None, column_map: dict | None = None) -> pd.DataFrame:
     """Read a catalogue table, rename its columns by ``column_map`` and check the key column.
 
-    ``key`` names the identifier column after renaming; its values become stripped strings (ids are
-    strings everywhere, e.g. MaNGA plate-IFU) and must be unique.
+    ``key`` names the identifier column after renaming (None: the id column beside the redshift, as for
+    ``inspect --drpall``); its values become stripped strings (ids are strings everywhere, e.g. MaNGA
+    plate-IFU) and must be unique. Cells of number columns that are not numbers are read as unknown and
+    listed, one line per column, in ``frame.attrs['problems']`` (see ``_read_numbers``).
     """
     path = Path(path)
     frame = read_table(path)
@@ -37,6 +39,7 @@ def read_catalogue(path, *, key: str, column_map: dict | None = None) -> pd.Data
     if missing:
         raise InputError(path, f"column {missing[0]!r} named in the column mapping is not in the table; {_columns(frame)}")
     frame = frame.rename(columns=column_map)
+    key = key or redshift_columns(frame, path)[0]
     if key not in frame.columns:
         raise InputError(path, f"key column {key!r} is not in the table; {_columns(frame)}")
     if frame[key].isna().any():
@@ -46,6 +49,33 @@ def read_catalogue(path, *, key: str, column_map: dict | None = None) -> pd.Data
     if len(duplicated):
         raise InputError(path, f"key column {key!r} has duplicate values, e.g. {list(duplicated[:3])}")
     frame.attrs["key"] = key  # lets readers find an object's redshift by the same key
+    return _read_numbers(frame, path, key)
+
+
+def _read_numbers(frame: pd.DataFrame, source, key: str) -> pd.DataFrame:
+    """Columns of numbers with a few cells that are not (``nsa_z = abc`` in a CSV) become numbers, those cells
+    unknown (NaN), so one bad cell neither turns a column into text nor stops a batch. A redshift column is
+    always numbers; another text column is when most of its cells are. Each such column gives one line in
+    ``attrs['problems']``, naming the rows; ``attrs['unparsed']`` keeps {column: {id: text}} so a reader can
+    say why an object's redshift is unknown."""
+    ids = frame[key].astype(str).str.strip()
+    unparsed, problems = {}, []
+    for name in frame.columns:
+        values = frame[name]
+        if name == key or not (values.dtype == object or isinstance(values.dtype, pd.StringDtype)):
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        blank = values.isna() | (values.astype(str).str.strip() == "")
+        junk = np.flatnonzero((~blank & numbers.isna()).to_numpy())
+        if not junk.size or (str(name).lower() not in REDSHIFT_COLUMNS and numbers.notna().sum() <= junk.size):
+            continue
+        frame[name] = numbers
+        unparsed[name] = {ids.iat[i]: values.iat[i] for i in junk}
+        rows = ", ".join(f"row {i + 1} ({key} {ids.iat[i]}) {values.iat[i]!r}" for i in junk[:3])
+        more = f" and {junk.size - 3} more" if junk.size > 3 else ""
+        problems.append(f"{source}: column {name!r}: {junk.size} value{'s' if junk.size > 1 else ''} not a number, "
+                        f"read as unknown: {rows}{more}")
+    frame.attrs.update(source=str(source), unparsed=unparsed, problems=problems)
     return frame
 
 
@@ -129,26 +159,42 @@ def redshift_columns(frame: pd.DataFrame, source) -> tuple[str, str]:
 
 def catalogue_redshift(catalogue, object_id: str) -> float | None:
     """Redshift of object_id in a catalogue (DataFrame or path); None when the object is not listed or the
-    catalogue has no redshift column (a catalogue of other properties is fine to pass)."""
+    catalogue has no redshift column (a catalogue of other properties is fine to pass). InputError naming the
+    catalogue, row and column when the object's redshift is there but not a number."""
     is_path = isinstance(catalogue, (str, os.PathLike))
     frame = read_table(catalogue) if is_path else catalogue
+    source = catalogue if is_path else frame.attrs.get("source", "catalogue")
     try:
-        key, zcol = redshift_columns(frame, catalogue if is_path else "catalogue")
+        key, zcol = redshift_columns(frame, source)
     except InputError:
         return None
-    match = frame[frame[key].astype(str).str.strip() == object_id]
-    return None if match.empty else float(match[zcol].iloc[0])
+    if is_path:
+        frame = _read_numbers(frame, source, key)
+    rows = np.flatnonzero((frame[key].astype(str).str.strip() == object_id).to_numpy())
+    if not rows.size:
+        return None
+    value = frame.attrs.get("unparsed", {}).get(zcol, {}).get(object_id, frame[zcol].iat[rows[0]])
+    try:
+        return float("nan") if pd.isna(value) else float(value)
+    except (TypeError, ValueError):
+        raise InputError(source, f"row {rows[0] + 1} ({key} {object_id}): {zcol} {value!r} is not a number") from None
 
 
-def resolve_redshift(object_id: str, from_file, redshift=None, catalogue=None, n_spectra: int | None = None):
+def resolve_redshift(object_id: str, from_file, redshift=None, catalogue=None, n_spectra: int | None = None,
+                     source=None):
     """The redshift to use: ``redshift=`` wins, then the catalogue (if it lists the object), then the file.
 
     Returns one float for a cube (``n_spectra=None``), else an array of n_spectra values; NaN = unknown.
+    A catalogue redshift that is not a number is an InputError naming ``source`` (the file read) and the
+    catalogue's row: the file's own redshift would be a guess.
     """
     if redshift is not None:
         z = redshift
     else:
-        listed = catalogue_redshift(catalogue, object_id) if catalogue is not None else None
+        try:
+            listed = catalogue_redshift(catalogue, object_id) if catalogue is not None else None
+        except InputError as err:
+            raise InputError(source or object_id, f"redshift unknown: {err}") from None
         z = from_file if listed is None else listed
     if n_spectra is None:
         return float(z)

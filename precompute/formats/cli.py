@@ -10,13 +10,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ..observation import InputError
-from .catalogue import read_table, redshift_columns
+from .catalogue import read_catalogue
 from .reader import read_observation
 
 
 def inspect_file(path, *, redshift=None, catalogue=None) -> dict:
     """What a reader makes of a file: format, id, shape, wavelength coverage, redshift, bad-pixel fraction."""
     obs = read_observation(path, redshift=redshift, catalogue=catalogue)
+    negative = obs.meta.get("negative_ivar")
     return {
         "path": str(path),
         "format": obs.format,
@@ -29,6 +30,7 @@ def inspect_file(path, *, redshift=None, catalogue=None) -> dict:
         "redshift": [_number(z) for z in obs.redshift] if np.ndim(obs.redshift) else _number(obs.redshift),
         "bad_fraction": obs.bad_fraction,
         "pixel_scale": obs.pixel_scale,
+        "negative_ivar_masked": 0 if negative is None else int(negative.sum()),
     }
 
 
@@ -47,15 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = None
     if args.drpall:
         try:
-            catalogue = read_table(args.drpall)
-            redshift_columns(catalogue, args.drpall)
+            catalogue = read_catalogue(args.drpall)
         except InputError as err:
             print(err, file=sys.stderr)
             return 2
+        for line in catalogue.attrs["problems"]:  # cells read as unknown: only their objects are affected
+            print(line, file=sys.stderr)
     failed = 0
     for path in tqdm(args.files, desc="inspect", unit="file", disable=None):
         try:
-            print(json.dumps(inspect_file(path, catalogue=catalogue)), flush=True)
+            row = inspect_file(path, catalogue=catalogue)
+            print(json.dumps(row), flush=True)
+            if row["negative_ivar_masked"]:  # read, but the user should know part of it was invalid
+                tqdm.write(f"{path}: {row['negative_ivar_masked']} pixels with negative IVAR (an invalid inverse "
+                           f"variance) masked", file=sys.stderr)
         except InputError as err:
             tqdm.write(str(err), file=sys.stderr)
             failed += 1

@@ -32,11 +32,20 @@ def _check_exists(path: Path) -> None:
         raise InputError(path, "is a directory, not a file")
 
 
+def _read_start(path: Path, n: int) -> bytes:
+    """The first n raw bytes. Any reason the file cannot be opened (no read permission, an I/O error) is one
+    InputError naming it, so a batch reports that file and goes on."""
+    _check_exists(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as err:
+        raise InputError(path, f"cannot be read ({(err.strerror or _one_line(err)).lower()})") from None
+
+
 def read_head(path: Path, n: int = 2880) -> bytes:
     """First n bytes of the file's content, decompressing gzip, for recognising a format by content."""
-    _check_exists(path)
-    with open(path, "rb") as f:
-        head = f.read(n)
+    head = _read_start(path, n)
     if head[:2] == GZIP_MAGIC:
         try:
             with gzip.open(path) as g:
@@ -54,9 +63,7 @@ def open_fits(path):
     astropy reads each extension without re-decompressing the stream from the start.
     """
     path = Path(path)
-    _check_exists(path)
-    with open(path, "rb") as f:
-        compressed = f.read(2) == GZIP_MAGIC
+    compressed = _read_start(path, 2) == GZIP_MAGIC
     try:
         if compressed:
             with gzip.open(path) as g:
@@ -190,9 +197,16 @@ def file_stem(path) -> str:
 def finish(obs):
     """Common last step of every reader: non-positive ivar is bad, check the data, then zero bad pixels.
 
+    A negative inverse variance is invalid (no error estimate could give it): those pixels are masked like
+    ivar = 0, and the ones not already masked are counted per spectrum in ``meta['negative_ivar']`` so that
+    inspect and prepare report them rather than drop them silently.
     The check runs before zeroing so NaN/inf in unmasked pixels is reported, not hidden; zeroing afterwards
     keeps NaNs of masked pixels from leaking into resampling downstream.
     """
+    with np.errstate(invalid="ignore"):
+        negative = (obs.ivar < 0) & ~obs.bad
+    if negative.any():
+        obs.meta["negative_ivar"] = negative.sum(axis=-1)
     obs.bad |= obs.ivar <= 0
     obs.validate(obs.meta.get("path"))
     obs.flux[obs.bad] = 0.0

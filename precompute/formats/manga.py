@@ -86,7 +86,7 @@ def _read_manga(hdul, path, redshift=None, catalogue=None) -> Observation:
         flux=np.ascontiguousarray(np.moveaxis(flux, 0, -1)),
         ivar=np.ascontiguousarray(np.moveaxis(ivar, 0, -1)),
         bad=manga_bad(mask),
-        redshift=resolve_redshift(plateifu, np.nan, redshift, catalogue),
+        redshift=resolve_redshift(plateifu, np.nan, redshift, catalogue, source=path),
         pixel_scale=pixel_scale_arcsec(hdul["FLUX"].header) or PIXEL_SCALE,
         images=images,
         foreground_star=((mask & FORESTAR) != 0).any(axis=-1),

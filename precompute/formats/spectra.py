@@ -42,7 +42,7 @@ def _read_spectra_set(hdul, path, redshift=None, catalogue=None) -> Observation:
         meta["sres"] = sres
     obs = Observation(
         id=name, format="spectra", wave=wave, flux=flux, ivar=ivar, bad=mask != 0,
-        redshift=resolve_redshift(name, z_file, redshift, catalogue, n_spectra=n), meta=meta,
+        redshift=resolve_redshift(name, z_file, redshift, catalogue, n_spectra=n, source=path), meta=meta,
     )
     return finish(obs)
 
@@ -93,7 +93,7 @@ def _read_sdss(hdul, path, redshift=None, catalogue=None) -> Observation:
         meta["wdisp"] = column(coadd, "wdisp", "COADD", path)
     obs = Observation(
         id=name, format="sdss", wave=10.0**loglam, flux=flux[None], ivar=ivar[None], bad=(and_mask != 0)[None],
-        redshift=resolve_redshift(name, info.get("z", np.nan), redshift, catalogue, n_spectra=1), meta=meta,
+        redshift=resolve_redshift(name, info.get("z", np.nan), redshift, catalogue, n_spectra=1, source=path), meta=meta,
     )
     return finish(obs)
 
