@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +22,10 @@ import numpy as np
 from precompute import schema
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "browser")]
 
-from synthetic_bundle import write_synthetic_bundle  # noqa: E402  (tests/synthetic_bundle.py)
+from panel_server import CHROMIUM, CHROMIUM_ARGS, READY_JS, rss_mb, start as start_server, stop  # tests/browser
+from synthetic_bundle import write_synthetic_bundle  # tests/synthetic_bundle.py
 
 SIZES = {
     # name: (folder, galaxies, mean binned spectra per galaxy, log10 wavelength step, image size)
@@ -34,9 +33,6 @@ SIZES = {
     "big": (ROOT / "data" / "bundles" / "bench-1m", 10_000, 100, 2e-3, 32),
 }
 TARGET_MS = 250
-CHROMIUM = "/usr/bin/chromium"
-READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(
-  v => v.model.title && typeof v.model.title.text === "string" && v.model.title.text.startsWith("Galaxies in"))"""
 
 
 def ensure_bundle(size: str) -> Path:
@@ -108,42 +104,16 @@ def bench_selection(path: Path, repeats: int) -> dict:
             "cpu_median": float(np.median(cpus)), "by_kind": by_kind, "patch_kb": float(np.median(sizes)) / 1e3}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def bench_browser(path: Path, sessions: int) -> dict:
     """First-render time of a cold server (loads the bundle) and of later sessions; memory per open session."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/app"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
-         "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness", "--args", str(path)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "SAMP_HUB": ""})
+    server, url = start_server(path, subprocess.DEVNULL, warm=False)  # cold: the first page loads the bundle
     try:
-        for _ in range(600):  # the server answers once Tornado listens (the app itself runs per session)
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
-        idle_rss = _rss_mb(server.pid)
+        idle_rss = rss_mb(server.pid)
         renders, rss = [], []
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             pages = []
             for _ in range(sessions):
                 page = browser.new_page(viewport={"width": 1500, "height": 1900})
@@ -153,11 +123,10 @@ def bench_browser(path: Path, sessions: int) -> dict:
                 renders.append(time.perf_counter() - start)
                 pages.append(page)
                 time.sleep(1.0)  # let the session settle before reading memory
-                rss.append(_rss_mb(server.pid))
+                rss.append(rss_mb(server.pid))
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     per_session = np.diff(rss)
     return {"cold_render": renders[0], "warm_render": float(np.median(renders[1:])) if sessions > 1 else np.nan,
             "idle_rss": idle_rss, "first_session_rss": rss[0],

@@ -21,62 +21,20 @@ import asyncio
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "browser")]
 
-CHROMIUM = "/usr/bin/chromium"
+from panel_server import CHROMIUM, CHROMIUM_ARGS, FIGURE_JS, READY_JS, rss_mb, start as start_server, stop
+
 VIEWPORT = {"width": 1500, "height": 1900}
-READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(
-  v => v.model.title && typeof v.model.title.text === "string" && v.model.title.text.startsWith("Galaxies in"))"""
-# The UMAP scatter's frame on the page and data → page coordinates of the given points
-SCATTER_JS = """(points) => {
-  for (const view of Bokeh.index.all_views()) {
-    const title = view.model.title;
-    if (!view.frame || !title || typeof title.text !== "string" || !title.text.startsWith("Galaxies in")) continue;
-    const rect = view.canvas_view.events_el.getBoundingClientRect();
-    return points.map(([x, y]) => [rect.left + view.frame.x_scale.compute(x), rect.top + view.frame.y_scale.compute(y)]);
-  }
-  return null;
-}"""
 TARGET_READY_S, TARGET_LATENCY_MS = 10.0, 400.0
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def serve(bundle: Path, log) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
-         "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness", "--check-unused-sessions", "1000",
-         "--unused-session-lifetime", "5000", "--args", str(bundle)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SAMP_HUB": ""})
-    for _ in range(900):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2)
-            return server, f"http://127.0.0.1:{port}/app"
-        except OSError:
-            if server.poll() is not None:
-                raise SystemExit(f"panel serve exited with {server.returncode}; see {log.name}") from None
-            time.sleep(0.2)
-    server.kill()
-    raise SystemExit("panel serve did not answer within 180 s")
 
 
 async def open_pages(browser, url: str, n: int) -> tuple[list, list[float]]:
@@ -103,7 +61,11 @@ def boxes(xy: np.ndarray, n: int, rng: np.random.Generator):
                 lo = np.quantile(xy, rng.uniform(0, 0.6, 2), axis=0).diagonal()
                 hi = np.minimum(lo + rng.uniform(0.2, 0.5) * span, xy.max(axis=0))  # released inside the frame
             inside = int(((xy >= lo) & (xy <= hi)).all(axis=1).sum())
-            if (inside == 0) == (i % 5 == 4):
+            # a galaxy within a pixel or two of an edge may fall either side once the box is drawn in pixels
+            margin = 0.005 * span
+            on_edge = (((xy >= lo - margin) & (xy <= hi + margin)).all(axis=1).sum()
+                       - ((xy >= lo + margin) & (xy <= hi - margin)).all(axis=1).sum())
+            if (inside == 0) == (i % 5 == 4) and on_edge == 0:
                 yield lo, hi, inside
                 break
         else:
@@ -115,7 +77,8 @@ async def brush_latencies(page, xy: np.ndarray, n: int, pid: int, rng: np.random
     count = page.get_by_text(re.compile(r"^[\d,]+ galaxies selected — ")).first
     for i, (lo, hi, inside) in enumerate(boxes(xy, n, rng)):
         before = await count.inner_text()
-        (x0, y0), (x1, y1) = await page.evaluate(SCATTER_JS, [[float(lo[0]), float(hi[1])], [float(hi[0]), float(lo[1])]])
+        scatter = await page.evaluate(FIGURE_JS, ["Galaxies in", [[float(lo[0]), float(hi[1])], [float(hi[0]), float(lo[1])]]])
+        (x0, y0), (x1, y1) = scatter["points"]
         await page.mouse.move(x0, y0)
         await page.mouse.down()
         await page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
@@ -143,13 +106,12 @@ async def run(bundle: Path, pages: list[int], cycles: int, cycle_pages: int, clo
 
     data = ExplorerData(bundle)
     xy = np.asarray(data.umap(next(iter(data.embeddings))))
-    server, url = serve(bundle, log)
+    # a running service: warmed up (--warm), closed sessions discarded after 5 s (Bokeh's default waits up to 32 s)
+    server, url = start_server(bundle, log, extra_args=["--check-unused-sessions", "1000", "--unused-session-lifetime", "5000"])
     result = {"bundle": str(bundle), "galaxies": data.n_galaxies, "ready_s": {}, "cycles": []}
     try:
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             for n in pages:
                 opened, seconds = await open_pages(browser, url, n)
                 result["ready_s"][n] = seconds
@@ -172,8 +134,7 @@ async def run(bundle: Path, pages: list[int], cycles: int, cycle_pages: int, clo
             result["brushes"] = await brush_latencies(page, xy, brushes, server.pid, np.random.default_rng(0))
             await browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     return result
 
 
@@ -204,7 +165,8 @@ def main(argv=None) -> int:
     cycles = result["cycles"]
     growth = (cycles[-1]["after"] - cycles[0]["after"]) / cycles[0]["after"] if len(cycles) > 1 else float("nan")
     verdicts = {f"{max(pages)} pages each ready ≤ {TARGET_READY_S:.0f} s": worst <= TARGET_READY_S,
-                "RSS after the last cycle within 10 % of after the first": growth <= 0.10,
+                **({"RSS after the last cycle within 10 % of after the first": growth <= 0.10} if len(cycles) > 1
+                   else {}),
                 f"brush latency median ≤ {TARGET_LATENCY_MS:.0f} ms": float(np.median(latency)) <= TARGET_LATENCY_MS,
                 "no traceback": tracebacks == 0}
     for what, met in verdicts.items():

@@ -9,40 +9,16 @@ from __future__ import annotations
 
 import argparse
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "browser")]
 from explorer.data import DEFAULT_BUNDLE
-
-CHROMIUM = "/usr/bin/chromium"
-READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(
-  v => v.model.title && typeof v.model.title.text === "string" && v.model.title.text.startsWith("Galaxies in"))"""
-
-
-def serve(bundle: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address",
-                               "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", str(bundle)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/app"
-    for _ in range(360):
-        try:
-            with urllib.request.urlopen(url, timeout=60):
-                return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit(f"panel serve did not answer on {url}")
+from panel_server import CHROMIUM, CHROMIUM_ARGS, READY_JS, start, stop
 
 
 def settle(page, ms: int = 1500) -> None:
@@ -63,11 +39,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args(argv)
     out = Path(args.out)
-    server, url = serve(Path(args.bundle))
+    server, url = start(Path(args.bundle), subprocess.DEVNULL)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=["--no-sandbox", "--disable-gpu"])
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1900})
             page.goto(url)
             page.wait_for_function(READY_JS, timeout=180_000)
@@ -98,8 +73,7 @@ def main(argv=None) -> None:
             open_tab(page, "Image-VAE features").first.screenshot(path=out / "seed-image-features.png")
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     print(f"screenshots of {args.bundle} written to {out}")
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import holoviews as hv
 import numpy as np
 import panel as pn
+import param
+from panel.reactive import ReactiveHTML
 
 from explorer.anomaly_explained import anomaly_explained
 from explorer.data import KEY_COLUMNS, ExplorerData, label, thumbnail_uri
@@ -91,30 +93,58 @@ def galaxy_summary(data: ExplorerData, g: int) -> str:
     return f"### {row['galaxy_id']} ({row['split']})\n" + " · ".join(parts)
 
 
-class _Card:
-    """A thumbnail with a button under it that opens the galaxy in the detail view; reused across pages."""
+class ThumbnailGrid(ReactiveHTML):
+    """Thumbnails, each with its galaxy id as a button (opens it in the detail view) and a caption under it.
 
-    def __init__(self, state: SelectionState, size: int):
-        self.state, self.g = state, None
-        self.size = size
-        self.image = pn.pane.HTML("", width=size, height=size, margin=2)
-        self.button = pn.widgets.Button(label="", color="light", width=size, height=28, margin=2,
-                                        css_classes=["gallery-id"])
-        self.button.on_click(lambda _: self.g is not None and setattr(self.state, "focus", self.g))
-        self.caption = pn.pane.Str("", styles={"font-size": "10px", "color": "#666"}, margin=0)
-        self.view = pn.Column(self.image, self.button, self.caption, margin=4, css_classes=["gallery-card"])
+    One Bokeh model for the whole grid: a new selection changes one property, so the browser lays the page out
+    once. As one pane, button and caption per card it changed ~36 models, and the browser relaid out (and
+    repainted every plot of) the gallery's root for each: ~1 s of the brush-to-redraw time on the demo bundle."""
 
-    def show(self, data: ExplorerData, g: int | None, caption: str = "") -> None:
-        if g == self.g and caption == self.caption.object:
-            return  # unchanged: send nothing
-        self.g = g
-        self.view.visible = g is not None
-        if g is not None:
-            # a cached data URI in plain HTML: no file read or image parsing per page turn
-            self.image.object = (f'<img src="{thumbnail_uri(data.thumbnail_path(g))}" width="{self.size}" '
-                                 f'height="{self.size}" style="image-rendering:auto">')
-            self.button.label = data.galaxies["galaxy_id"].iat[g]
-            self.caption.object = caption
+    cards = param.List(default=[], doc="[{'uri', 'name', 'caption'}] in the order shown")
+    size = param.Integer(default=84, doc="thumbnail size in pixels")
+    clicked = param.List(default=[], doc="[card index, click time]: set by the browser when a button is pressed")
+
+    _template = '<div id="grid" class="thumbnail-grid" style="display:flex;flex-wrap:wrap"></div>'
+    _scripts = {
+        "render": """
+          grid.replaceChildren(...data.cards.map((card, i) => {
+            const cell = document.createElement("div");
+            cell.className = "gallery-card";
+            cell.style.cssText = `margin:4px;width:${data.size + 4}px`;
+            const img = document.createElement("img");
+            Object.assign(img, {src: card.uri, width: data.size, height: data.size});
+            img.style.margin = "2px";
+            const button = document.createElement("button");
+            button.className = "gallery-id";
+            button.textContent = card.name;
+            button.style.cssText = `width:${data.size}px;margin:2px;font-size:11px;cursor:pointer;border:1px solid #ccc;border-radius:3px;background:#f7f7f7`;
+            button.onclick = () => { data.clicked = [i, Date.now()] };
+            const caption = document.createElement("pre");
+            caption.textContent = card.caption;
+            caption.style.cssText = "font-size:10px;color:#666;margin:0;white-space:pre-wrap";
+            cell.append(img, button, caption);
+            return cell;
+          }))""",
+        "cards": "self.render()",
+    }
+
+    def __init__(self, state: SelectionState, size: int = 84, **params):
+        super().__init__(size=size, sizing_mode="stretch_width", **params)
+        self.selection, self.galaxies = state, []
+        self.param.watch(self._open, ["clicked"])
+
+    def show(self, data: ExplorerData, galaxies, captions=None) -> None:
+        galaxies = [int(g) for g in galaxies]
+        captions = list(captions) if captions is not None else [""] * len(galaxies)
+        cards = [{"uri": thumbnail_uri(data.thumbnail_path(g)), "name": str(data.galaxies["galaxy_id"].iat[g]),
+                  "caption": caption} for g, caption in zip(galaxies, captions)]
+        self.galaxies = galaxies
+        if cards != self.cards:  # unchanged: send nothing
+            self.cards = cards
+
+    def _open(self, event) -> None:
+        if event.new and 0 <= event.new[0] < len(self.galaxies):
+            self.selection.focus = self.galaxies[event.new[0]]
 
 
 class Gallery:
@@ -122,14 +152,14 @@ class Gallery:
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state, self.page = data, state, 0
-        self.cards = [_Card(state, 84) for _ in range(PER_PAGE)]
+        self.grid = ThumbnailGrid(state)
         self.header = pn.pane.Markdown("", margin=(0, 8), css_classes=["gallery-header"])
         self.previous = pn.widgets.Button(label="◀", width=40, color="light")
         self.next = pn.widgets.Button(label="▶", width=40, color="light")
         self.previous.on_click(lambda _: self.turn(-1))
         self.next.on_click(lambda _: self.turn(+1))
         self.view = pn.Column(pn.Row(self.previous, self.next, self.header),
-                              pn.FlexBox(*(c.view for c in self.cards)), sizing_mode="stretch_width")
+                              self.grid, sizing_mode="stretch_width")
         state.param.watch(self._reset, ["galaxies"])
         self.render()
 
@@ -145,9 +175,7 @@ class Gallery:
         chosen = self.state.selected
         n_pages = max(1, -(-len(chosen) // PER_PAGE))
         self.page = min(max(self.page, 0), n_pages - 1)
-        shown = gallery_page(chosen, self.page)
-        for i, card in enumerate(self.cards):
-            card.show(self.data, int(shown[i]) if i < len(shown) else None)
+        self.grid.show(self.data, gallery_page(chosen, self.page))
         self.header.object = f"**{len(chosen):,} galaxies** in the selection — page {self.page + 1} of {n_pages}"
 
 
@@ -165,7 +193,7 @@ class GalaxyDetail:
         if data.bundle.has("fingerprints"):
             plots.append(hv.DynamicMap(pn.bind(self._fingerprint, focus=state.param.focus)))
         self.maps = pn.pane.HoloViews(hv.Layout(plots).opts(shared_axes=False, toolbar=None) if plots else None)
-        self.neighbour_cards = [_Card(state, 84) for _ in range(N_NEIGHBOURS)]
+        self.neighbours = ThumbnailGrid(state)
         self.neighbour_title = pn.pane.Markdown("")
         self.labels = FocusLabels(data, state)
         self.anomaly = anomaly_explained(data, state)
@@ -174,7 +202,7 @@ class GalaxyDetail:
             self.labels.view,
             pn.FlexBox(self.image, self.maps),
             self.neighbour_title,
-            pn.FlexBox(*(c.view for c in self.neighbour_cards)),
+            self.neighbours,
             *([self.anomaly.view] if self.anomaly else []),
             sizing_mode="stretch_width",
         )
@@ -199,5 +227,4 @@ class GalaxyDetail:
         near = neighbours(data, embedding, g) if embedding else []
         self.neighbour_title.object = (f"**Nearest neighbours in the {embedding} embedding** (distance)"
                                        if near else "")
-        for i, card in enumerate(self.neighbour_cards):
-            card.show(data, near[i][0] if i < len(near) else None, f"d = {near[i][1]:.3f}" if i < len(near) else "")
+        self.neighbours.show(data, [j for j, _ in near], [f"d = {d:.3f}" for _, d in near])

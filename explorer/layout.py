@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 import panel as pn
-from panel.io.resources import CDN_DIST
+from panel.io.resources import CDN_DIST, LOCAL_DIST
 from panel.theme.fast import Fast
 
 from explorer.clusters import Clusters
@@ -32,6 +32,19 @@ CSS = """
 .gallery-card { border: 1px solid #e5e5e5; border-radius: 4px; }
 .selection-count p { font-size: 15px; margin: 4px 0; }
 """
+
+
+# The seed papers' figures on this bundle's embeddings: tab title → what it shows.
+SEED_FIGURES = {
+    "Clusters (seed 000 Fig. 7)": "k-means or GMM clusters of the active embedding: colour every view by cluster, "
+                                  "select a cluster's galaxies, see each cluster's star-formation main sequence, "
+                                  "WHAN diagram and morphology mix.",
+    "Embedding × properties (seed 000 Fig. 10)": "Pearson r between the embedding's principal components and "
+                                                 "every galaxy property; tap a cell to colour every view by it.",
+    "Image-VAE features (seed 004)": "images decoded along each latent feature, the features × properties "
+                                     "correlations, and the galaxies in the plane of the two features that best "
+                                     "separate morphological types.",
+}
 
 
 class OfflineFast(Fast):
@@ -130,12 +143,16 @@ class Dashboard:
         if self.comparison:
             rows.append(pn.Card(self.comparison.view, title="Population comparison (10-NN distances, KS test)",
                                 collapsible=False, sizing_mode="stretch_width"))
-        seed_figures = [(title, view.view) for title, view in (
-            ("Clusters (seed 000 Fig. 7)", self.clusters),
-            ("Embedding × properties (seed 000 Fig. 10)", self.correlations),
-            ("Image-VAE features (seed 004)", self.image_features)) if view]
+        seed_figures = [(title, view.view) for title, view in zip(
+            SEED_FIGURES, (self.clusters, self.correlations, self.image_features)) if view]
         if seed_figures:
-            rows.append(pn.Card(pn.Tabs(*seed_figures, dynamic=True, css_classes=["seed-figures"]),
+            # The first tab is text: each figure (~300 Bokeh models for Fig. 7) is built when its tab is opened,
+            # not for every page that loads.
+            about = pn.pane.Markdown("The figures of the seed papers on this bundle's embeddings, each drawn when "
+                                     "its tab is opened:\n\n" + "\n".join(
+                                         f"- **{title}**: {SEED_FIGURES[title]}" for title, _ in seed_figures),
+                                     sizing_mode="stretch_width")
+            rows.append(pn.Card(pn.Tabs(("About", about), *seed_figures, dynamic=True, css_classes=["seed-figures"]),
                                 title="Clusters, correlations and image features of the embeddings",
                                 collapsible=False, sizing_mode="stretch_width"))
         return rows
@@ -188,9 +205,21 @@ Rebuild it (`python -m precompute build --out {path}`) or point the dashboard at
     return template(main=[pn.pane.Markdown(text, css_classes=["bundle-error"])])
 
 
+def serve_assets_locally() -> None:
+    """Every stylesheet URL of this session from the server itself. Panel points a model's stylesheets at its CDN
+    until the session's HTML page is rendered, and rewrites them then; a session Bokeh creates again when the
+    page's websocket arrives after the session expired (pages slow to load on a busy server) never gets an HTML
+    page, and its browser asked the CDN for ~10 stylesheets (the machine may be offline, as clusters are)."""
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        doc._template_variables.setdefault("dist_url", f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path
+                                           else LOCAL_DIST)
+
+
 def create_app(path=None):
     """One page per browser session: the bundle is shared (loaded once per process), the selection is not."""
     pn.extension("tabulator", raw_css=[CSS], notifications=False)
+    serve_assets_locally()
     path = resolve_bundle_path() if path is None else path
     try:
         data = load_data(str(path))
@@ -200,10 +229,10 @@ def create_app(path=None):
     except Exception as err:  # a damaged file: say which and what, never a blank page
         logging.getLogger(__name__).exception("cannot open the bundle %s", path)
         return damaged_bundle_page(path, err)
-    # one root per area: Bokeh re-walks the whole document for every root added, so many roots cost seconds
+    # One Bokeh root per card: the browser lays out (and repaints every plot of) the whole root of any element
+    # whose text or size changes, so a selection that updates the gallery must not relayout the scatter's root.
     page = template(sidebar=[pn.Column(*dashboard.sidebar(), sizing_mode="stretch_width")],
-                    main=[pn.Column(*dashboard.main(), sizing_mode="stretch_width")], sidebar_width=280,
-                    main_layout=None)
+                    main=dashboard.main(), sidebar_width=280, main_layout=None)
     page.dashboard = dashboard  # tests and the benchmark reach the session's state through it
     release_on_close(page, dashboard.state)
     return page

@@ -9,7 +9,7 @@ import pandas as pd
 import panel as pn
 
 from explorer.data import ExplorerData
-from explorer.gallery import _Card
+from explorer.gallery import ThumbnailGrid
 from explorer.state import SelectionState
 from precompute.rank import rank_bundle
 
@@ -31,9 +31,9 @@ class WhatNext:
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
-        self.cards = [_Card(state, 84) for _ in range(SHOWN)]
+        self.grid = ThumbnailGrid(state)
         self.header = pn.pane.Markdown("", css_classes=["what-next-header"], margin=(0, 8))
-        self.view = pn.Column(self.header, pn.FlexBox(*(c.view for c in self.cards), sizing_mode="stretch_width"),
+        self.view = pn.Column(self.header, self.grid,
                               css_classes=["what-next"], sizing_mode="stretch_width")
         state.param.watch(self.render, ["labels_changed", "embedding"])
         self.render()
@@ -45,6 +45,4 @@ class WhatNext:
                               f"anomaly percentile × 2 · relevance learned from {n_labelled} labelled interesting "
                               f"or not in the {self.state.embedding} embedding")
         top = list(frame.head(SHOWN).itertuples())
-        for i, card in enumerate(self.cards):
-            card.show(self.data, int(top[i].g) if i < len(top) else None,
-                      card_caption(i + 1, top[i]) if i < len(top) else "")
+        self.grid.show(self.data, [row.g for row in top], [card_caption(i + 1, row) for i, row in enumerate(top)])

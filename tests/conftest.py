@@ -86,8 +86,9 @@ def state(data):
 
 def pytest_collection_modifyitems(items):
     """The slow ones (`pytest -m "not slow"` leaves them out): science checks on trained survey maps (the demo-size
-    build, the 40-galaxy `survey_bundle`) and browser tests (a server and a page load each, ~15 s)."""
+    build, the 40-galaxy `survey_bundle`), browser tests (a server and a page load each, ~15 s) and the served-
+    sessions tests (`served`: cycles of real sessions on a real Bokeh server, about a minute)."""
+    slow_fixtures = {"demo_build", "survey_bundle", "served"}
     for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "demo_build" in fixtures or "survey_bundle" in fixtures or item.get_closest_marker("browser"):
+        if slow_fixtures & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)

@@ -255,12 +255,12 @@ def test_label_views_follow_the_labels(data, labelling):
 def test_the_ranked_list_changes_after_labels(data, labelling):
     state = labelling
     view = WhatNext(data, state)
-    shown = [card.g for card in view.cards if card.g is not None]
+    shown = view.grid.galaxies
     assert len(shown) == min(12, data.n_galaxies)
     if "anomaly_score" in data.galaxies:  # before any label: the anomaly order
         assert shown == np.argsort(-data.galaxies["anomaly_score"].to_numpy(), kind="stable")[:12].tolist()
     state.label(NOT_INTERESTING, [shown[0]])
-    after = [card.g for card in view.cards if card.g is not None]
+    after = view.grid.galaxies
     assert shown[0] not in after and after != shown
     assert "from 1 labelled" in view.header.object
 

@@ -189,10 +189,11 @@ def test_gallery_pages(data, state):
     view = gallery.Gallery(data, state)
     render(view.view)
     state.select_galaxies([3, 5, 8], how="g")
-    shown = [card.button.label for card in view.cards if card.view.visible]
+    shown = [card["name"] for card in view.grid.cards]
     assert shown == data.galaxies["galaxy_id"].iloc[[3, 5, 8]].tolist()
+    assert all(card["uri"].startswith("data:image/png;base64,") for card in view.grid.cards)
     assert "3 galaxies" in view.header.object
-    view.cards[1].button.clicks += 1  # open galaxy 5 in the detail view
+    view.grid.clicked = [1, 0]  # what the browser sends when the second id is pressed: galaxy 5 in the detail view
     assert state.focus == 5
 
 
@@ -220,7 +221,8 @@ def test_detail_and_neighbours(data, state):
     render(view.view)
     state.focus = 4
     assert data.galaxies["galaxy_id"].iat[4] in view.summary.object
-    assert view.neighbour_cards[0].button.label == data.galaxies["galaxy_id"].iat[int(data.knn(embedding)[4, 0])]
+    assert view.neighbours.cards[0]["name"] == data.galaxies["galaxy_id"].iat[int(data.knn(embedding)[4, 0])]
+    assert view.neighbours.cards[0]["caption"] == f"d = {data.knn_distance(embedding)[4, 0]:.3f}"
 
 
 # -- selection table and export -----------------------------------------------------------------------------

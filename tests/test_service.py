@@ -69,24 +69,22 @@ def served(synthetic_bundle):
         server.stop()
 
 
-@pytest.mark.slow  # three cycles of real sessions on a real server: about a minute on 2 cores
 def test_closed_sessions_release_their_dashboards(served):
     url, dashboards, destroyed = served
     rss = []
     # Bokeh's client runs an event loop of its own: in a thread of its own, since pytest-playwright's sync API keeps
     # one running in the main thread for the rest of the session once a browser test has run
-    client = ThreadPoolExecutor(max_workers=1)
-    for cycle in range(3):
-        sessions = client.submit(lambda: [pull_session(url=url) for _ in range(SESSIONS_PER_CYCLE)]).result()
-        assert len(dashboards) == SESSIONS_PER_CYCLE * (cycle + 1)
-        client.submit(lambda opened: [session.close() for session in opened], sessions).result()
-        del sessions
-        _wait_until(lambda: len(destroyed) == len(dashboards), "Bokeh destroying the closed sessions")
-        gc.collect()
-        alive = sum(ref() is not None for ref in dashboards)
-        assert alive == 0, f"{alive} of {len(dashboards)} Dashboards outlive their closed sessions"
-        rss.append(_rss_mb())
-    client.shutdown()
+    with ThreadPoolExecutor(max_workers=1) as client:
+        for cycle in range(3):
+            sessions = client.submit(lambda: [pull_session(url=url) for _ in range(SESSIONS_PER_CYCLE)]).result()
+            assert len(dashboards) == SESSIONS_PER_CYCLE * (cycle + 1)
+            client.submit(lambda opened: [session.close() for session in opened], sessions).result()
+            del sessions
+            _wait_until(lambda: len(destroyed) == len(dashboards), "Bokeh destroying the closed sessions")
+            gc.collect()
+            alive = sum(ref() is not None for ref in dashboards)
+            assert alive == 0, f"{alive} of {len(dashboards)} Dashboards outlive their closed sessions"
+            rss.append(_rss_mb())
     # after the first cycle has filled the per-process caches, memory comes back to where it was
     assert rss[2] - rss[0] < 0.1 * rss[0], f"server RSS after each open/close cycle: {rss} MB"
 

@@ -11,20 +11,18 @@ import panel_server
 import pytest
 
 ARTIFACTS = panel_server.ROOT / "test-artifacts" / "browser"
-CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1500, "height": 1900}  # tall enough to show every view without scrolling
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    if not Path(panel_server.CHROMIUM).exists():
+        pytest.skip(f"{panel_server.CHROMIUM} not installed (apt-get install chromium)")
     return {
         **browser_type_launch_args,
-        "executable_path": CHROMIUM,
+        "executable_path": panel_server.CHROMIUM,
         "headless": True,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"],
+        "args": panel_server.CHROMIUM_ARGS,
     }
 
 

@@ -14,28 +14,11 @@ from PIL import Image
 from explorer.colours import EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, SELECTION_COLOUR
 from explorer.data import ExplorerData
 from explorer.som_grid import CELL, OUTLINE, node_xy
+from panel_server import FIGURE_JS, READY_JS
 from precompute import schema
 
 pytestmark = pytest.mark.browser
 
-# A figure found by the start of its title: its frame on the page, data → page coordinates, colour mappers.
-FIGURE_JS = """([prefix, points]) => {
-  for (const view of Bokeh.index.all_views()) {
-    const title = view.model.title;
-    if (!view.frame || !title || typeof title.text !== "string" || !title.text.startsWith(prefix)) continue;
-    const rect = view.canvas_view.events_el.getBoundingClientRect();
-    const frame = view.frame;
-    return {
-      title: title.text,
-      points: points.map(([x, y]) => [rect.left + frame.x_scale.compute(x), rect.top + frame.y_scale.compute(y)]),
-      mappers: view.model.renderers.map(r => (r.glyph && r.glyph.fill_color && r.glyph.fill_color.transform)
-                                             ? r.glyph.fill_color.transform.type : null),
-    };
-  }
-  return null;
-}"""
-READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(
-  v => v.model.title && typeof v.model.title.text === "string" && v.model.title.text.startsWith("Galaxies in"))"""
 COUNT = re.compile(r"galaxies selected — ")
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import panel_server
 import pytest
-from test_dashboard import READY_JS, bundle, count_text, dashboard, figure, wait_for_change  # noqa: F401 (fixtures)
+from panel_server import READY_JS
+from test_dashboard import bundle, count_text, dashboard, figure, wait_for_change  # noqa: F401 (fixtures)
 
 from explorer.anomaly_explained import ranked_lines
 from explorer.som_grid import node_xy
@@ -154,7 +155,7 @@ def test_tag_a_som_node_select_it_back_and_undo(dashboard, bundle, artifacts):  
 def what_next(page) -> list[str]:
     """Galaxy ids of the ranked list, best first: read in one step in the page (buttons read one by one can be
     replaced between two reads while the list redraws, and the next read then waits for a button that is gone)."""
-    return page.locator(".what-next .gallery-id button").evaluate_all(
+    return page.locator(".what-next button.gallery-id").evaluate_all(
         "buttons => buttons.filter(b => b.offsetParent !== null).map(b => b.innerText)")
 
 
