@@ -192,12 +192,16 @@ class _GappyFit:
 
 def has_wide_gap(good: np.ndarray, wave: np.ndarray, narrow: float = NARROW_GAP) -> np.ndarray:
     """Per spectrum: does it miss an end pixel of the grid, or a run of pixels spanning more than `narrow` Å?"""
-    missing = ~good
+    missing = ~np.asarray(good, bool)
     wide = missing[:, 0] | missing[:, -1]
-    edges = np.diff(np.pad(missing.astype(np.int8), ((0, 0), (1, 1))), axis=1)  # +1 where a run starts, -1 after
-    for row in np.flatnonzero(missing.any(axis=1) & ~wide):
-        starts, ends = np.flatnonzero(edges[row] == 1), np.flatnonzero(edges[row] == -1) - 1
-        wide[row] = bool((wave[ends] - wave[starts] > narrow).any())
+    rows = np.flatnonzero(missing.any(axis=1) & ~wide)
+    if rows.size:  # the inner runs of all those spectra at once
+        inner = missing[rows]
+        # Pixels that differ from the next one, row-major: each run gives a step in (its start − 1), then a step
+        # out (its end), within one row, since no run of these spectra touches an end of the grid.
+        row, step = np.divmod(np.flatnonzero(inner[:, 1:] != inner[:, :-1]), inner.shape[1] - 1)
+        starts, ends = step[0::2] + 1, step[1::2]
+        wide[rows[row[0::2][wave[ends] - wave[starts] > narrow]]] = True
     return wide
 
 

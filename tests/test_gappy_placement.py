@@ -11,7 +11,7 @@ from precompute import assign, prepare, schema
 from precompute.formats import write_spectra_set
 from precompute.models.desom import DESOM
 from precompute.models.som import adjacency
-from precompute.placement import has_wide_gap, place_spectra
+from precompute.placement import NARROW_GAP, has_wide_gap, place_spectra
 
 N_SPECTRA = 300  # held-out binned spectra per case: the fractions to ±2 %
 
@@ -134,3 +134,50 @@ def test_rest_frame_resampling_leaves_uncovered_pixels_missing_only_when_asked()
     assert (out_ivar[0][out_bad[0]] == 0).all()
     with pytest.raises(prepare.InputError, match="covers"):  # no overlap at all: still refused
         prepare.to_rest_frame(wave * 3, flux, ivar, bad, 0.0, grid, partial_coverage=True)
+
+
+def _wide_gap_reference(good, wave, narrow):
+    """has_wide_gap one spectrum and one run at a time."""
+    out = []
+    for row in good:
+        wide, start = bool(not row[0] or not row[-1]), None
+        for i, ok in enumerate(row):
+            if not ok and start is None:
+                start = i
+            if start is not None and (ok or i == row.size - 1):
+                end = i - 1 if ok else i
+                wide |= bool(wave[end] - wave[start] > narrow)
+                start = None
+        out.append(wide)
+    return np.array(out)
+
+
+def test_has_wide_gap_matches_a_run_by_run_reference():
+    wave = prepare.rest_frame_grid({"wave_min": 3650.0, "wave_max": 7000.0, "dlog10_wave": 2e-4})
+    rng = np.random.default_rng(3)
+    rows = [np.ones(wave.size, bool), np.zeros(wave.size, bool)]  # nothing masked; everything masked
+    for first, last in [(0, 5), (wave.size - 5, wave.size), (0, 1), (wave.size - 1, wave.size), (700, 701)]:
+        row = np.ones(wave.size, bool)
+        row[first:last] = False  # runs touching an end (wide whatever their width); one pixel inside
+        rows.append(row)
+    # Inner runs spanning just under, exactly and just over `narrow` Å: the threshold is exclusive.
+    narrow = float(wave[710] - wave[700])
+    for start, end in [(700, 709), (700, 710), (700, 711)]:
+        row = np.ones(wave.size, bool)
+        row[start:end + 1] = False
+        row[100:103] = False  # and a narrow one elsewhere
+        rows.append(row)
+    # Random masks: sparse bad pixels, runs of random lengths, some at the ends.
+    for _ in range(300):
+        row = rng.random(wave.size) > rng.choice([0.0, 0.002, 0.02, 0.3])
+        for _ in range(rng.integers(0, 4)):
+            start = rng.integers(0, wave.size)
+            row[start:start + rng.integers(1, 30)] = False
+        rows.append(row)
+    good = np.array(rows)
+
+    for gap in (narrow, NARROW_GAP):
+        np.testing.assert_array_equal(has_wide_gap(good, wave, gap), _wide_gap_reference(good, wave, gap))
+    assert has_wide_gap(good, wave, narrow)[[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]].tolist() == [
+        False, True, True, True, True, True, False, False, False, True]
+    assert not has_wide_gap(good[:0], wave).size
