@@ -54,7 +54,7 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
     check_overwrite(out, config, overwrite)
     import torch
 
-    from precompute import embeddings, prepare, spectral_maps
+    from precompute import embeddings, prepare, sed_map, spectral_maps
     from precompute.engine import engine
     from precompute.shards import staging_folder
 
@@ -71,15 +71,18 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
         galaxies, bins = prepare.write_core(writer, galaxies_prepared, config)
         wave = prepare.rest_frame_grid(config["prepare"])
 
+        flux, ivar = writer.read(schema.FLUX), writer.read(schema.IVAR)
         t0 = time.perf_counter()
-        galaxies, bins, fingerprints = spectral_maps.build_spectral_maps(
-            writer, galaxies, bins, wave, writer.read(schema.FLUX), writer.read(schema.IVAR), config
-        )
-        timings["spectral_maps_s"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        galaxies = embeddings.build_embeddings(writer, galaxies, galaxies_prepared, config, fingerprints)
-        timings["embeddings_s"] = time.perf_counter() - t0
+        if sed_map.is_single_spectrum_survey(writer.read(schema.SPAXEL_BINS)):
+            galaxies, bins = build_single_spectra(writer, galaxies, bins, wave, flux, ivar, config)
+            timings["spectral_maps_s"] = time.perf_counter() - t0
+        else:
+            galaxies, bins, fingerprints = spectral_maps.build_spectral_maps(writer, galaxies, bins, wave, flux, ivar,
+                                                                             config)
+            timings["spectral_maps_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            galaxies = embeddings.build_embeddings(writer, galaxies, galaxies_prepared, config, fingerprints)
+            timings["embeddings_s"] = time.perf_counter() - t0
 
         writer.write(schema.GALAXIES, galaxies)
         writer.write(schema.BINS, bins)
@@ -93,6 +96,26 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
     print(f"bundle written to {out} in {timings['total_s']:.0f} s "
           f"({len(galaxies)} galaxies, {len(bins)} binned spectra, {len(skipped)} inputs skipped)")
     return out
+
+
+def build_single_spectra(writer: BundleWriter, galaxies, bins, wave, flux, ivar, config: dict):
+    """The model stages of a survey of single spectra (seed 002, precompute.sed_map): DESOM-1 on the spectra, k-means
+    and MiniSom on their latent codes, and the latent as the one embedding. Returns (galaxies, bins)."""
+    from precompute import embeddings, sed_map, spectral_maps
+
+    skipped = [m for m in config.get("embedding_models", []) if m in schema.EMBEDDING_SECTIONS]
+    if skipped:  # said once, so nobody waits for a model that cannot run on these inputs
+        print(f"every input is a single spectrum: {', '.join(skipped)} need cubes or images and are not run")
+    bins, latent = spectral_maps.build_desom1(writer, galaxies, bins, wave, flux, ivar, config)
+    latent = sed_map.galaxy_latent(bins, latent, len(galaxies))
+    galaxies = sed_map.build_sed_map(writer, galaxies, latent, config)
+    description = "seed 002: DESOM-1 latent code of each spectrum"
+    writer.metrics["embeddings"] = {sed_map.LATENT_EMBEDDING: embeddings.write_embedding(
+        writer, sed_map.LATENT_EMBEDDING, latent, galaxies, "euclidean", config)}
+    writer.write(schema.EMBEDDING_INDEX, {sed_map.LATENT_EMBEDDING: {"dim": int(latent.shape[1]), "metric": "euclidean",
+                                                                    "description": description}})
+    writer.section("embeddings")
+    return galaxies, bins
 
 
 def main(argv: list[str]) -> int:

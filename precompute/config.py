@@ -183,6 +183,7 @@ def check_build(config: dict) -> None:
     small for the projections, an unknown mock format, a device torch cannot use. ConfigError lists them all."""
     from precompute.device import resolve_device
     from precompute.mock.survey import FORMATS
+    from precompute.prepare import SED_FORMAT
 
     problems = []
     try:
@@ -191,8 +192,9 @@ def check_build(config: dict) -> None:
         problems += err.problems
     if not config["inputs"]["files"]:
         mock = config["mock"]
-        if mock["format"] not in FORMATS:
-            problems.append(f"mock.format: expected one of {', '.join(FORMATS)}, got {mock['format']!r}")
+        if mock["format"] not in (*FORMATS, SED_FORMAT):
+            problems.append(f"mock.format: expected one of {', '.join((*FORMATS, SED_FORMAT))}, "
+                            f"got {mock['format']!r}")
         problems += _training_set_problems(mock["galaxies"], config["prepare"]["val_fraction"], config["projections"])
     try:
         device = resolve_device(config["device"])

@@ -1,4 +1,5 @@
 """gri images of each galaxy: from a survey cutout, the cube's broadband images, or synthesised from the cube.
+An object with one spectrum and no image gets its spectrum drawn as its thumbnail.
 
 Images are in AB nanomaggies per pixel (SDSS convention: 1 nanomaggy = 22.5 mag AB), so rebinning must conserve
 the summed flux, not the surface brightness. Thumbnails are Lupton et al. (2004) asinh composites.
@@ -125,4 +126,31 @@ def thumbnail_png(gri: np.ndarray) -> bytes:
         rgb = rgb.repeat(repeat, axis=0).repeat(repeat, axis=1)
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+SPECTRUM_THUMBNAIL = (128, 84)  # pixels (width, height) of a single spectrum's thumbnail
+SPECTRUM_COLOUR = (31, 78, 121)  # the dashboard's accent colour
+
+
+def spectrum_thumbnail_png(flux: np.ndarray, good: np.ndarray) -> bytes:
+    """PNG bytes of a spectrum drawn as a line (wavelength left to right, bad pixels left as gaps), scaled between
+    its 1st and 99.5th percentiles: the thumbnail of an object that is one spectrum, not an image."""
+    width, height = SPECTRUM_THUMBNAIL
+    flux, good = np.asarray(flux, float), np.asarray(good, bool) & np.isfinite(flux)
+    canvas = Image.new("RGB", (width, height), "white")
+    if good.any():
+        from PIL import ImageDraw
+
+        low, high = np.percentile(flux[good], [1.0, 99.5])
+        y = (height - 4) - (np.clip((flux - low) / max(high - low, 1e-12), 0, 1) * (height - 8))
+        x = np.linspace(2, width - 3, flux.size)
+        draw = ImageDraw.Draw(canvas)
+        # one polyline per run of good pixels
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], good.astype(np.int8), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2]):
+            if stop - start > 1:
+                draw.line(list(zip(x[start:stop], y[start:stop])), fill=SPECTRUM_COLOUR, width=1)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
     return buffer.getvalue()

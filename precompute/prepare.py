@@ -40,6 +40,7 @@ SNR_MARGIN = 500.0  # S/N is measured over the normalisation window ± this many
 MIN_GOOD_FRACTION = 0.5  # share of a window (or of a bin's flux) that must be good to trust a mean (a co-add)
 SLIVER = 1e-3  # input pixels overlapping an output pixel by less than this fraction do not taint it
 GALAXY_COLUMNS = ["galaxy_id", "split", "source", "redshift", "ra", "dec", "n_bins", "thumbnail"]
+SED_FORMAT = "sed"  # mock.format of the mock survey of single spectra: the SED library (seed 002)
 NEGATIVE_IVAR = "negative_ivar_masked"  # galaxies column, present only when some input had negative IVAR
 
 
@@ -337,6 +338,8 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
                                  f"(best {np.nanmax(snr, initial=0.0):.1f})")
     bins, spaxel_bins, kept = _bin_table(obs.id, labels, weight, x_arcsec, y_arcsec, snr, keep, truth, truth_maps)
     native = images.native_gri(obs, image)
+    thumbnail = (images.thumbnail_png(native) if obs.is_cube or image is not None or obs.images else
+                 images.spectrum_thumbnail_png(bin_flux[kept][0], bin_ivar[kept][0] > 0))
     row = {
         **truth,
         "galaxy_id": obs.id,
@@ -360,7 +363,7 @@ def prepare_galaxy(obs: Observation, prepare_config: dict, *, truth: dict | None
         spaxel_ivar=spaxel_ivar.reshape(*spatial, grid.size).astype(np.float32),
         spaxel_norm=np.where(usable, norm, 0.0).reshape(spatial).astype(np.float32),
         image=images.rebin_flux(native, int(prepare_config["image_size"])),
-        thumbnail_png=images.thumbnail_png(native),
+        thumbnail_png=thumbnail,
     )
 
 
@@ -463,6 +466,12 @@ def prepare_input(unit, config: dict, catalogue=None) -> tuple[list[PreparedGala
     could not be read or prepared, naming the file and the problem. The one per-input step of every stream."""
     galaxies, skipped = [], []
     try:
+        if unit.index is not None and config["mock"]["format"] == SED_FORMAT:
+            from precompute.mock.sed_library import sed_observation
+
+            obs, truth = sed_observation(config["seed"], unit.index)
+            galaxies.append(prepare_galaxy(obs, config["prepare"], truth=truth))
+            return galaxies, skipped
         if unit.index is not None:
             from precompute.mock.survey import make_galaxy
 
@@ -702,7 +711,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--catalogue", help="table of galaxy properties (redshift, R_e, ...) matched on --key")
     parser.add_argument("--key", help="catalogue column holding the file ids (default: config, plateifu)")
     parser.add_argument("--mock", type=int, metavar="N", help="prepare N galaxies of the embedded mock survey")
-    parser.add_argument("--format", help="mock survey format: manga or califa (default: config)")
+    parser.add_argument("--format", help="mock survey format: manga, califa or sed (single spectra of the SED library; default: config)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
     parser.add_argument("--config", help="JSON file overriding precompute/config.py defaults")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")

@@ -203,7 +203,7 @@ def embedding_index(bundle, dims, values, label) -> list[str]:
 
 
 def galaxy_rows(bundle, dims, galaxies, label) -> list[str]:
-    """`galaxy_id` unique; `split` ∈ {train, val}; `desom2_node` < K2"""
+    """`galaxy_id` unique; `split` ∈ {train, val}; `desom2_node` < K2; `sed_node` < K3"""
     problems = []
     if galaxies["galaxy_id"].duplicated().any():
         problems.append(f"{label}: galaxy_id values repeat (first: {galaxies['galaxy_id'][galaxies['galaxy_id'].duplicated()].iat[0]!r})")
@@ -212,6 +212,8 @@ def galaxy_rows(bundle, dims, galaxies, label) -> list[str]:
         problems.append(f"{label}: split values {bad} (expected {' or '.join(SPLITS)})")
     if "desom2_node" in galaxies and "K2" in dims:
         problems.extend(_in_range(galaxies["desom2_node"].to_numpy(), dims["K2"], f"{label}: desom2_node", "node"))
+    if "sed_node" in galaxies and "K3" in dims:
+        problems.extend(_in_range(galaxies["sed_node"].to_numpy(), dims["K3"], f"{label}: sed_node", "node"))
     return problems
 
 
@@ -276,6 +278,8 @@ GALAXY_COLUMNS = (
     Column("thumbnail", "str", "path of the PNG relative to the bundle"),
     Column("desom2_node", "int32", "DESOM-2 node of the galaxy's fingerprint", section="desom2"),
     Column("anomaly_score", "float32", "anomaly score, high = unusual (see section `anomaly`)", section="anomaly"),
+    Column("sed_kmeans", "int32", "k-means cluster of the object's DESOM-1 latent code", section="sed_map"),
+    Column("sed_node", "int32", "MiniSom node of the object's DESOM-1 latent code", section="sed_map"),
 )
 BIN_COLUMNS = (
     Column("galaxy_id", "str", "owning galaxy"),
@@ -401,6 +405,17 @@ DESOM2_HITS = BundleFile("desom2/hits.npy", "array", "desom2", "galaxies per nod
 DESOM2_UMATRIX = BundleFile("desom2/umatrix.npy", "array", "desom2", "U-matrix", "float32", ("rows2", "cols2"),
                             checks=(finite,))
 
+SED_GRID = BundleFile("sed_map/grid.json", "json", "sed_map", "`rows`, `cols`, `topology` of the MiniSom map, "
+                      "`latent_dim`, `kmeans_k`", checks=(grid_json,))
+SED_WEIGHTS = BundleFile("sed_map/minisom_weights.npy", "array", "sed_map", "MiniSom prototypes in the DESOM-1 "
+                         "latent space", "float32", ("K3", "latent_dim"), checks=(finite,))
+SED_KMEANS_CENTRES = BundleFile("sed_map/kmeans_centres.npy", "array", "sed_map", "k-means centres in the DESOM-1 "
+                                "latent space", "float32", ("kmeans_k", "latent_dim"), checks=(finite,))
+SED_HITS = BundleFile("sed_map/hits.npy", "array", "sed_map", "objects per MiniSom node", "int64", ("K3",),
+                      checks=(not_negative, sums_to_galaxies))
+SED_UMATRIX = BundleFile("sed_map/umatrix.npy", "array", "sed_map", "U-matrix of the MiniSom map", "float32",
+                         ("rows3", "cols3"), checks=(finite,))
+
 EMBEDDING_INDEX = BundleFile("embeddings/index.json", "json", "embeddings", "`{name: {\"dim\": D, \"metric\": "
                              "\"cosine\"|\"euclidean\", \"description\": …}}`", checks=(embedding_index,))
 EMBEDDING_VECTORS = BundleFile("embeddings/{embedding}/vectors.npy", "array", "embeddings", "the embedding",
@@ -469,10 +484,10 @@ IMAGE_VAE_MODEL = BundleFile("image_vae/model.pt", "blob", "image_vae", "the VAE
                              "`band`, `stretch` (log10-flux range mapped to 0–1), loss history")
 
 FILES: tuple[BundleFile, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, BundleFile))
-SECTIONS = ("core", "desom1", "fingerprints", "desom2", "embeddings", "contrastive", "anomaly", "image_vae")
+SECTIONS = ("core", "desom1", "fingerprints", "desom2", "sed_map", "embeddings", "contrastive", "anomaly", "image_vae")
 # A section whose model writes an embedding of the same name (listed in embeddings/index.json).
 EMBEDDING_SECTIONS = ("contrastive", "anomaly", "image_vae")
-NEEDS = {"fingerprints": "desom1", "desom2": "fingerprints"}  # a section needs another to make sense
+NEEDS = {"fingerprints": "desom1", "desom2": "fingerprints", "sed_map": "desom1"}  # a section needs another to make sense
 
 
 def section_files(section: str) -> tuple[BundleFile, ...]:
@@ -509,8 +524,8 @@ def validate(path: str | Path) -> list[str]:
         dims["n_galaxies"], dims["n_bins"] = len(bundle.galaxies), len(bundle.bins)
     except Exception as err:  # without the two tables nothing else can be sized
         return problems + [f"galaxies.parquet / bins.parquet: cannot be read ({type(err).__name__}: {err})"]
-    for level, suffix in (("desom1", ""), ("desom2", "2")):
-        grid_file = DESOM1_GRID if level == "desom1" else DESOM2_GRID
+    for level, suffix, grid_file in (("desom1", "", DESOM1_GRID), ("desom2", "2", DESOM2_GRID),
+                                     ("sed_map", "3", SED_GRID)):
         if level in sections and (bundle.path / grid_file.path).exists():
             grid = bundle.read(grid_file)
             if isinstance(grid, dict) and {"rows", "cols"} <= set(grid):

@@ -12,7 +12,7 @@ Conventions: `g` indexes galaxies (row order of `galaxies.parquet`), `s` indexes
 `bins.parquet`), `K = rows × cols` SOM nodes, node `k = row * cols + col`. Wavelengths are rest-frame vacuum Å.
 Flux of prepared spectra is dimensionless: divided by the mean flux in `config.prepare.norm_window`. Shapes name
 their dimensions: `n_galaxies`, `n_bins`, `n_wave` (rows of the tables, length of the grid), `S` (image size),
-`rows × cols` (DESOM-1), `rows2 × cols2 = K2` (DESOM-2), `D` (an embedding's width), `k` (neighbours kept);
+`rows × cols` (DESOM-1), `rows2 × cols2 = K2` (DESOM-2), `rows3 × cols3 = K3` (the seed-002 MiniSom map), `D` (an embedding's width), `k` (neighbours kept);
 `validate` resolves them across files.
 
 Storage: spectra and images are plain `.npy` files, written once by the build's driver galaxy by galaxy (streamed
@@ -25,6 +25,7 @@ SECTION_TITLES = {
     "desom1": "spectral map of binned spectra (DESOM-1, seed 001)",
     "fingerprints": "galaxies as histograms over DESOM-1 nodes (seed 001)",
     "desom2": "map of fingerprints (DESOM-2)",
+    "sed_map": "k-means and MiniSom map of single spectra (seed 002)",
     "embeddings": "galaxy embeddings and their projections",
     "contrastive": "the contrastive cube embedding's model (seed 000)",
     "anomaly": "emission-line anomaly autoencoder (seed 003)",
@@ -72,11 +73,25 @@ Adds to `galaxies.parquet`: `desom2_node`. Metrics `desom2`: `topographic_error`
 `backend`, `seconds`, and with a `morphology` column `morphology_distance_ratio` (mean grid distance between
 galaxies of the same morphology over that between all galaxies: < 1 when morphologies gather on the map).
 """),
+    "sed_map": ("""
+Built instead of `fingerprints` and `desom2` when every object of the survey is one spectrum (SDSS spec files,
+spectra-set FITS, the mock SED library with `mock.format = "sed"`): each object is then one row of
+`galaxies.parquet` with one binned spectrum. DESOM-1 maps the spectra as above; k-means
+(`config.sed_map.kmeans_k`, 6 in seed 002) and a classic MiniSom map (`minisom_rows × minisom_cols`, 10 × 10)
+group and order their latent codes, both fitted on the `train` objects. The latent codes are the embedding
+`desom1_latent`. Cube and image models (`contrastive`, `anomaly`, `image_vae`) are not run: there is no cube.
+""", """
+Adds to `galaxies.parquet`: `sed_kmeans`, `sed_node`. Metrics `sed_map`: `seconds`,
+`minisom_quantization_error`, `minisom_topographic_error` (training objects), and where the table carries the
+truth, the purity of each grouping (share of objects whose truth is their group's most common one) against
+star-forming vs quenched (log sSFR < −11) and the star-formation history kind (`sfh`): `kmeans_purity_quenched`,
+`kmeans_purity_sfh`, `minisom_purity_quenched`, `minisom_purity_sfh`.
+"""),
     "embeddings": ("""
-A built bundle always has `fingerprint` (the flattened `fingerprints/fingerprints.npy`, Euclidean); the models
+A built bundle of cubes always has `fingerprint` (the flattened `fingerprints/fingerprints.npy`, Euclidean); the models
 named in `config.embedding_models` (all three by default) add `contrastive` (512-d, cosine), `anomaly` and
 `image_vae` (Euclidean) with their sections below. The files below exist for every name `E` in the index
-(`{embedding}` = `E`).
+(`{embedding}` = `E`). A bundle of single spectra (section `sed_map`) has `desom1_latent` only.
 """, """
 Metrics `embeddings.E` (figures against the known properties, where the galaxy table has them):
 `knn_r2_log_mstar`, `knn_r2_log_age_lw`, `knn_r2_ew_halpha` (R² of the mean of the 10 nearest training galaxies

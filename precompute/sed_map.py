@@ -1,84 +1,86 @@
-"""Seed 002: the spectral map on a catalogue of single spectra (the mock SED library, a spectra set, SDSS).
+"""Build stage of surveys of single spectra (seed 002): k-means and a MiniSom map of the DESOM-1 latent codes.
 
-The spectra are put on the bundle's rest-frame grid and normalised as in preparation, mapped with DESOM-1 as
-configured, and their latent codes are then grouped by k-means (k = 6 in seed 002) and ordered by a classic
-MiniSom 10×10 map, as in the seed paper.
+When every object of a build is one spectrum (SDSS spec files, spectra-set FITS, or the mock SED library with
+``mock.format = "sed"``), the objects are those spectra. DESOM-1 maps them as it maps a cube's binned spectra;
+their latent codes are then grouped by k-means (k = 6 in seed 002) and ordered by a classic MiniSom map (10 × 10),
+as in the seed paper, and are the embedding the dashboard projects with UMAP. Fingerprints, DESOM-2 and the cube and
+image models need cubes and are not run.
 
-    sed_map, truth = sed_library_map(2000, seed=1, config=load_config())
-    sed_map.kmeans   # cluster of every spectrum
+    galaxies = build_sed_map(writer, galaxies, latent, config)   # section sed_map, columns sed_kmeans, sed_node
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 
 import numpy as np
+import pandas as pd
 from sklearn.cluster import KMeans
 
-from precompute.models.desom import DESOM
+from precompute import schema
+from precompute.bundle import BundleWriter
 from precompute.models.som import SOM
-from precompute.prepare import rest_frame_grid, to_rest_frame, window_mean
-from precompute.spectral_maps import spectrum_desom
+
+LATENT_EMBEDDING = "desom1_latent"  # the embedding of a survey of single spectra: its DESOM-1 latent codes
+QUENCHED_LOG_SSFR = -11.0  # yr⁻¹: the usual split between star-forming and quiescent galaxies
 
 
-@dataclass
-class SEDMap:
-    """A fitted spectral map of single spectra and the groupings of their latent codes."""
-
-    desom: DESOM
-    flux: np.ndarray  # float32 [n, n_wave] prepared (rest-frame grid, normalised) spectra
-    ivar: np.ndarray
-    kept: np.ndarray  # bool [n_input]: spectra usable after preparation (the rows of the arrays here)
-    latent: np.ndarray  # float32 [n, latent_dim]
-    nodes: np.ndarray  # DESOM-1 node of every spectrum
-    kmeans: np.ndarray  # k-means cluster of every latent code
-    minisom: SOM  # MiniSom map fitted on the latent codes
-    minisom_nodes: np.ndarray
+def is_single_spectrum_survey(spaxel_bins: dict) -> bool:
+    """True when every object is one spectrum (a 1 × 1 spaxel map), not a cube."""
+    return all(np.size(bins) == 1 for bins in spaxel_bins.values())
 
 
-def prepare_spectra(wave, flux, ivar, prepare_config: dict, redshift: float = 0.0, source: str = "spectra"):
-    """Spectra [n, n_wave_in] (observed at `redshift`) -> (flux, ivar, kept) on the rest-frame grid, normalised by
-    the mean in the normalisation window; spectra without a usable window are dropped (kept = False)."""
-    flux = np.asarray(flux, dtype=float)
-    ivar = np.asarray(ivar, dtype=float)
-    grid = rest_frame_grid(prepare_config)
-    bad = ~(np.isfinite(flux) & (ivar > 0))
-    rest, rest_ivar, rest_bad = to_rest_frame(np.asarray(wave, float), np.where(bad, 0.0, flux), ivar, bad, redshift,
-                                              grid, source)
-    norm, usable = window_mean(rest, rest_bad, grid, prepare_config["norm_window"])
-    if not usable.any():
-        raise ValueError(f"{source}: no spectrum has good, positive flux in the normalisation window")
-    norm = norm[usable][:, None]
-    good = ~rest_bad[usable]
-    out_flux = np.where(good, rest[usable] / norm, 0.0).astype(np.float32)
-    out_ivar = np.where(good, rest_ivar[usable] * norm**2, 0.0).astype(np.float32)
-    return out_flux, out_ivar, usable
+def galaxy_latent(bins: pd.DataFrame, latent: np.ndarray, n_galaxies: int) -> np.ndarray:
+    """Each object's latent code from its one binned spectrum's (rows of `bins` in any order)."""
+    index = bins["galaxy_index"].to_numpy()
+    if len(index) != n_galaxies or np.bincount(index, minlength=n_galaxies).max() != 1:
+        raise ValueError(f"a survey of single spectra has one binned spectrum per object: {len(index)} spectra "
+                         f"for {n_galaxies} objects")
+    out = np.empty((n_galaxies, latent.shape[1]), np.float32)
+    out[index] = latent
+    return out
 
 
-def build_sed_map(wave, flux, ivar, config: dict, redshift: float = 0.0, verbose: bool = True) -> SEDMap:
-    """Prepare the spectra, fit DESOM-1 (config["desom1"]) on them, then k-means and MiniSom on the latent
-    codes (config["sed_map"]). Everything is seeded from config["seed"]."""
-    seed, cfg = int(config["seed"]), config["sed_map"]
-    prepared, prepared_ivar, kept = prepare_spectra(wave, flux, ivar, config["prepare"], redshift)
-    train = np.arange(len(prepared))
-    limit = config["desom1"]["max_train_spectra"]
-    if train.size > limit:
-        train = np.sort(np.random.default_rng(seed).choice(train, limit, replace=False))
-    desom = spectrum_desom(prepared.shape[1], config["desom1"], seed, config.get("device", "auto"), verbose)
-    desom.fit(prepared[train], prepared_ivar[train] > 0)
-    latent = desom.encode(prepared, prepared_ivar > 0)
-    kmeans = KMeans(n_clusters=cfg["kmeans_k"], n_init=10, random_state=seed).fit_predict(latent)
-    minisom = SOM(cfg["minisom_rows"], cfg["minisom_cols"], n_epochs=cfg["minisom_epochs"], seed=seed,
-                  backend="minisom").fit(latent)
-    return SEDMap(desom, prepared, prepared_ivar, kept, latent, desom.transform(latent, latent=True),
-                  kmeans.astype(np.int32), minisom, minisom.transform(latent))
+def purity(labels, truth) -> float:
+    """Share of objects whose truth is the most common one of their group (1 = every group is pure)."""
+    frame = pd.DataFrame({"label": np.asarray(labels), "truth": np.asarray(truth).astype(str)})
+    return float(frame.groupby("label")["truth"].agg(lambda t: t.value_counts().iat[0]).sum() / len(frame))
 
 
-def sed_library_map(n: int, seed: int, config: dict, verbose: bool = True):
-    """The seed-002 experiment on the mock SED library: n noisy library spectra mapped; (SEDMap, truth of the
-    kept spectra)."""
-    from precompute.mock.sed_library import add_noise, make_sed_library
+def truth_purities(labels, galaxies: pd.DataFrame) -> dict:
+    """Purity of a grouping against the truth the table carries: star-forming vs quenched (log sSFR < −11) and
+    the star-formation history kind (the mock SED library's `sfh`)."""
+    out = {}
+    if "log_ssfr" in galaxies:
+        out["purity_quenched"] = purity(labels, galaxies["log_ssfr"].to_numpy() < QUENCHED_LOG_SSFR)
+    if "sfh" in galaxies:
+        out["purity_sfh"] = purity(labels, galaxies["sfh"])
+    return out
 
-    wave, flux, truth = make_sed_library(n, seed)
-    noisy, ivar = add_noise(flux, truth["snr"].to_numpy(), seed)
-    sed_map = build_sed_map(wave, noisy, ivar, config, verbose=verbose)
-    return sed_map, truth[sed_map.kept].reset_index(drop=True)
+
+def build_sed_map(writer: BundleWriter, galaxies: pd.DataFrame, latent: np.ndarray, config: dict) -> pd.DataFrame:
+    """k-means and MiniSom on the objects' latent codes (config["sed_map"]), both fitted on the training objects;
+    write section `sed_map`. Returns `galaxies` with `sed_kmeans` and `sed_node`."""
+    cfg, seed = config["sed_map"], int(config["seed"])
+    train = galaxies["split"].to_numpy() == "train"
+    start = time.perf_counter()
+    kmeans = KMeans(n_clusters=cfg["kmeans_k"], n_init=10, random_state=seed).fit(latent[train])
+    clusters = kmeans.predict(latent).astype(np.int32)
+    som = SOM(cfg["minisom_rows"], cfg["minisom_cols"], n_epochs=cfg["minisom_epochs"], seed=seed,
+              backend="minisom").fit(latent[train])
+    nodes = som.transform(latent).astype(np.int32)
+    writer.write(schema.SED_GRID, {"rows": cfg["minisom_rows"], "cols": cfg["minisom_cols"], "topology": "rectangular",
+                                   "latent_dim": int(latent.shape[1]), "kmeans_k": cfg["kmeans_k"]})
+    writer.write(schema.SED_WEIGHTS, som.weights_.reshape(-1, latent.shape[1]).astype(np.float32))
+    writer.write(schema.SED_KMEANS_CENTRES, kmeans.cluster_centers_.astype(np.float32))
+    writer.write(schema.SED_HITS, np.bincount(nodes, minlength=cfg["minisom_rows"] * cfg["minisom_cols"]))
+    writer.write(schema.SED_UMATRIX, np.asarray(som.umatrix(), np.float32))
+    galaxies = galaxies.assign(sed_kmeans=clusters, sed_node=nodes)
+    writer.metrics["sed_map"] = {
+        "seconds": round(time.perf_counter() - start, 2),
+        "minisom_quantization_error": som.quantization_error(latent[train]),
+        "minisom_topographic_error": som.topographic_error(latent[train]),
+        **{f"kmeans_{k}": v for k, v in truth_purities(clusters, galaxies).items()},
+        **{f"minisom_{k}": v for k, v in truth_purities(nodes, galaxies).items()},
+    }
+    writer.section("sed_map")
+    return galaxies

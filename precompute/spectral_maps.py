@@ -97,6 +97,15 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
 
     Returns (galaxies + desom2_node, bins + desom1_node and desom1_qe, fingerprints float32 [n_galaxies, R, C]).
     """
+    bins, _ = build_desom1(writer, galaxies, bins, wave, flux, ivar, config)
+    fingerprints = write_fingerprints(writer, galaxies, bins, config)
+    galaxy_nodes = build_desom2(writer, galaxies, fingerprints, config)
+    return galaxies.assign(desom2_node=galaxy_nodes), bins, fingerprints
+
+
+def build_desom1(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.DataFrame, wave, flux, ivar, config: dict):
+    """Train DESOM-1 on the training galaxies' binned spectra, place every spectrum, write section `desom1`.
+    Returns (bins + desom1_node and desom1_qe, latent float32 [n_bins, latent_dim])."""
     flux, ivar = np.asarray(flux, np.float32), np.asarray(ivar, np.float32)
     if flux.shape != ivar.shape or flux.shape != (len(bins), len(wave)):
         raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} must be [n_bins={len(bins)}, n_wave={len(wave)}]")
@@ -135,10 +144,7 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
     metrics["smoothness"] = {p: node_map_smoothness(medians[p].to_numpy(), cfg["rows"], cfg["cols"], cfg["topology"])
                              for p in medians.columns if not p.startswith(GALAXY_PREFIX)}
     writer.metrics["desom1"] = metrics
-
-    fingerprints = write_fingerprints(writer, galaxies, bins, config)
-    galaxy_nodes = build_desom2(writer, galaxies, fingerprints, config)
-    return galaxies.assign(desom2_node=galaxy_nodes), bins, fingerprints
+    return bins, latent
 
 
 def encode_in_chunks(model: DESOM, flux, ivar, chunk: int = 65536) -> np.ndarray:

@@ -3,6 +3,7 @@
 - `real_bundle`: a tiny real build (`precompute.build.build` on 20 mock galaxies, every model, a few epochs);
 - `synthetic_bundle`: tests/synthetic_bundle.py (fake inputs and encoder, the pipeline's code after);
 - `core_bundle`: what `python -m precompute prepare` writes for 6 mock galaxies (no model sections);
+- `sed_bundle`: the seed-002 build of data/configs/sed.json (single spectra of the mock SED library), smaller;
 - `survey_bundle`: 40 mock galaxies through preparation and the spectral-map stage with the build's default
   architecture and short training (the science checks of tests/test_spectral_maps.py and test_assign.py).
 
@@ -15,6 +16,7 @@ from tiny_builds import (
     SURVEY_GALAXIES,
     SURVEY_SEED,
     TINY_SYNTHETIC,
+    sed_build_config,
     survey_config,
     tiny_build_config,
 )
@@ -31,6 +33,11 @@ from precompute.spectral_maps import build_spectral_maps
 @pytest.fixture(scope="session")
 def real_bundle(tmp_path_factory):
     return build(tiny_build_config(), tmp_path_factory.mktemp("real") / "tiny-build")
+
+
+@pytest.fixture(scope="session")
+def sed_bundle(tmp_path_factory):
+    return build(sed_build_config(), tmp_path_factory.mktemp("sed") / "sed-build")
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +95,7 @@ def pytest_collection_modifyitems(items):
     """The slow ones (`pytest -m "not slow"` leaves them out): science checks on trained survey maps (the demo-size
     build, the 40-galaxy `survey_bundle`), browser tests (a server and a page load each, ~15 s) and the served-
     sessions tests (`served`: cycles of real sessions on a real Bokeh server, about a minute)."""
-    slow_fixtures = {"demo_build", "survey_bundle", "served"}
+    slow_fixtures = {"demo_build", "survey_bundle", "sed_bundle", "served"}
     for item in items:
         if slow_fixtures & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)

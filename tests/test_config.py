@@ -139,7 +139,7 @@ def test_check_build_refuses_missing_inputs_and_unknown_devices(tmp_path):
         f"inputs.catalogue: {tmp_path / 'drpall.fits'}: no such file",
         "device: expected auto, cpu, cuda, cuda:N or another torch device, got 'gpu'",
     ]
-    with pytest.raises(ConfigError, match="mock.format: expected one of manga, califa, got 'sdss'"):
+    with pytest.raises(ConfigError, match="mock.format: expected one of manga, califa, sed, got 'sdss'"):
         check_build(load_config(mock={"format": "sdss"}, device="cpu"))
 
 

@@ -146,24 +146,6 @@ def test_galaxies_of_a_morphology_share_desom2_neighbourhoods(survey_bundle):
     assert np.unique(nodes).size >= len(nodes) // 4, "DESOM-2 collapsed onto a few nodes"
 
 
-def test_sed_library_map_seed_002():
-    """Seed 002: integrated spectra of the mock SED library mapped by DESOM-1, k-means (k = 6) and MiniSom."""
-    from precompute.sed_catalogue import sed_library_map
-
-    config = load_config(seed=3, device="cpu", desom1={"rows": 8, "cols": 8, "max_train_spectra": 500, "epochs": 2})
-    sed_map, truth = sed_library_map(500, seed=3, config=config, verbose=False)
-    assert sed_map.kept.all() and len(truth) == len(sed_map.flux) == 500
-    assert sed_map.latent.shape == (500, config["desom1"]["latent_dim"])
-    assert np.unique(sed_map.kmeans).size == config["sed_map"]["kmeans_k"]
-    quenched = (truth["log_ssfr"] < -11).to_numpy()
-    for labels in (sed_map.kmeans, sed_map.minisom_nodes, sed_map.nodes):
-        groups = pd.DataFrame({"label": labels, "q": quenched}).groupby("label")["q"].agg(["mean", "size"])
-        purity = (np.maximum(groups["mean"], 1 - groups["mean"]) * groups["size"]).sum() / len(labels)
-        assert purity > 0.85
-    ages = truth["log_age_lw"].groupby(sed_map.minisom_nodes).median().reindex(range(100)).to_numpy()
-    assert node_map_smoothness(ages, 10, 10) >= 0.8
-
-
 def test_member_percentiles_match_numpy():
     from precompute.node_statistics import member_spectra
 

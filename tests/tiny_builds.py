@@ -1,6 +1,10 @@
 """The settings of the bundles the tests share (tests/conftest.py builds them): importable by test modules, which
 must not import conftest (pytest has one conftest module per folder)."""
+from pathlib import Path
+
 from precompute.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY_SYNTHETIC = dict(n_galaxies=24, bins_per_galaxy=10, som_shape=(6, 6), som2_shape=(4, 4), dlog10_wave=2e-3,
                       image_size=16)
@@ -20,6 +24,16 @@ SURVEY_FAST = {
     "desom2": {"pretrain_epochs": 10, "epochs": 30},
     "device": "cpu",
 }
+
+
+# The seed-002 build of data/configs/sed.json (single spectra of the mock SED library), smaller and shorter.
+SED_SPECTRA = 400
+SED_BUILD = dict(seed=3, device="cpu", mock={"galaxies": SED_SPECTRA},
+                 desom1={"rows": 8, "cols": 8, "epochs": 3})
+
+
+def sed_build_config() -> dict:
+    return load_config(str(ROOT / "data" / "configs" / "sed.json"), **SED_BUILD)
 
 
 def tiny_build_config() -> dict:
