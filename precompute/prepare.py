@@ -166,10 +166,17 @@ def _window(grid: np.ndarray, window, what: str) -> np.ndarray:
 
 def window_mean(flux, bad, grid, window):
     """Mean flux over good pixels in ``window`` and whether it can normalise (enough good pixels, positive)."""
+    mean, observed = _window_mean(flux, bad, grid, window)
+    return mean, observed & (mean > 0)
+
+
+def _window_mean(flux, bad, grid, window):
+    """(mean flux over good pixels in ``window``, whether enough of it is good: MIN_GOOD_FRACTION)."""
     inside = _window(grid, window, "norm_window")
     good = ~bad[:, inside]
-    mean = np.where(good, flux[:, inside], 0.0).sum(axis=1) / np.maximum(good.sum(axis=1), 1)
-    return mean, window_observed(bad, grid, window) & (mean > 0)
+    n_good = good.sum(axis=1)
+    mean = np.where(good, flux[:, inside], 0.0).sum(axis=1) / np.maximum(n_good, 1)
+    return mean, n_good >= MIN_GOOD_FRACTION * inside.sum()
 
 
 def window_observed(bad, grid, window) -> np.ndarray:
@@ -182,11 +189,13 @@ def normalisation(flux, bad, grid, window, partial_coverage: bool = False):
     """(level, usable) of each spectrum: its mean flux in the normalisation ``window`` (``window_mean``).
 
     With ``partial_coverage``, a spectrum whose window is not observed takes its mean good flux instead: a
-    provisional level that keeps its numbers near 1; placement rescales it against the decoded spectrum.
+    provisional level that keeps its numbers near 1; placement then fits the level whose gappy reconstruction
+    best matches the observed pixels (precompute.placement).
     """
-    norm, usable = window_mean(flux, bad, grid, window)
+    norm, observed = _window_mean(flux, bad, grid, window)
+    usable = observed & (norm > 0)
     if partial_coverage:
-        unseen = ~window_observed(bad, grid, window)
+        unseen = ~observed
         good = ~bad[unseen]
         level = np.where(good, flux[unseen], 0.0).sum(axis=1) / np.maximum(good.sum(axis=1), 1)
         norm[unseen], usable[unseen] = level, level > 0
