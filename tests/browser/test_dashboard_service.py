@@ -94,6 +94,23 @@ def test_no_request_leaves_the_server(context, dashboard_url, bundle, artifacts)
     assert not errors, f"failed requests: {errors[:10]}"
 
 
+def test_a_session_recreated_after_it_expired_loads_nothing_from_outside(page, real_bundle, artifacts):
+    """A page whose websocket arrives after its session expired (slow pages on a busy server) gets a session Bokeh
+    creates again without an HTML page; Panel left that session's stylesheets on its CDN (10 requests off the
+    machine) until create_app set the session's asset URL itself (explorer.layout.serve_assets_locally)."""
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    expire_at_once = ["--check-unused-sessions", "100", "--unused-session-lifetime", "100"]
+    with panel_server.serving(real_bundle, artifacts / "server-expired-sessions.log", extra_args=expire_at_once) as url:
+        page.goto(url, wait_until="commit")
+        page.wait_for_function(READY_JS, timeout=180_000)
+        page.wait_for_timeout(2000)  # stylesheets of late-rendered views
+    server = urlparse(url).netloc
+    outside = sorted({u for u in requests if urlparse(u).scheme in ("http", "https") and urlparse(u).netloc != server})
+    assert not outside, f"{len(outside)} requests left {server}: {outside[:5]}"
+    assert any(urlparse(u).path.endswith(".css") for u in requests), "the page loaded no stylesheet at all"
+
+
 def test_truncated_galaxies_table_shows_a_page_naming_the_file(page, synthetic_bundle, tmp_path, artifacts):
     damaged = tmp_path / "damaged"
     shutil.copytree(synthetic_bundle, damaged)
