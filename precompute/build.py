@@ -51,6 +51,8 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
     shards next to `out`; a build started again with the same inputs and settings reuses the finished ones. The
     shards are removed once the bundle is in place."""
     check_build(config)  # refuse at once what would otherwise fail after minutes
+    # The bundle records the device the build ran on; a rerun compares like with like
+    config = dict(config, device=resolve_device(config.get("device", "auto")))
     check_overwrite(out, config, overwrite)
     import torch
 
@@ -58,7 +60,6 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
     from precompute.engine import engine
     from precompute.shards import staging_folder
 
-    config = dict(config, device=resolve_device(config.get("device", "auto")))
     staging = staging_folder(out, config)
     timings = {}
     start = time.perf_counter()

@@ -9,7 +9,10 @@ from pathlib import Path
 DEFAULT_CONFIG: dict = {
     "seed": 42,
     # Input: the embedded mock survey (streamed in memory) unless `inputs` lists files.
-    "mock": {"galaxies": 160, "format": "manga"},
+    # rare_fraction_scale multiplies the chance of each rare kind (AGN, disturbed, extreme-emission dwarf; see
+    # precompute/mock/population.py); 1 = the survey as it is, galaxy for galaxy. benchmarks/bench_discovery.py
+    # may raise it.
+    "mock": {"galaxies": 160, "format": "manga", "rare_fraction_scale": 1.0},
     "inputs": {"files": [], "catalogue": None, "catalogue_key": "plateifu", "column_map": {}},
     "prepare": {
         "wave_min": 3650.0,  # rest-frame Å: MaStar templates start at 3622 Å; eCALIFA (3749 Å observed) needs 3750
@@ -268,6 +271,7 @@ SIZES = {  # integers >= 1
 FRACTIONS = {  # numbers in [0, 1]
     "val_fraction", "validation_fraction", "ema_decay", "p_noise", "p_blur", "p_resize", "p_stars",
 }
+NON_NEGATIVE = {"rare_fraction_scale"}  # numbers >= 0
 RANGES = {"norm_window", "snr_range", "resize_kernels", "star_radius"}  # [low, high]
 CHOICES = {
     "topology": ("rectangular", "hexagonal"),
@@ -330,6 +334,8 @@ def _value_problems(where: str, key: str, value, default) -> list[str]:
         return [f"{where}: expected an integer >= 1, got {value!r}"]
     if key in FRACTIONS and not 0 <= value <= 1:
         return [f"{where}: expected a number between 0 and 1, got {value!r}"]
+    if key in NON_NEGATIVE and not value >= 0:
+        return [f"{where}: expected a number >= 0, got {value!r}"]
     if key in CHOICES and value not in CHOICES[key]:
         return [f"{where}: expected one of {', '.join(CHOICES[key])}, got {value!r}"]
     return []

@@ -3,7 +3,6 @@ a message naming the key path; only the command line turns these errors into exi
 import json
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -165,17 +164,15 @@ def test_device_module_imports_nothing_of_the_project():
 
 # -- the command line -------------------------------------------------------------------------------------------
 
-def run_cli(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "precompute", *map(str, args)], cwd=cwd, capture_output=True,
+def run_cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "precompute", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=120)
-    return done, time.perf_counter() - start
 
 
 def test_cli_build_refuses_a_bad_config_before_any_work(tmp_path):
     bad = write_json(tmp_path / "bad.json", {"desom1": {"epoch": 3, "rows": "fifteen"}})
-    done, seconds = run_cli("build", "--config", bad, "--out", tmp_path / "bundle", cwd=tmp_path)
-    assert done.returncode == 2 and seconds < 30
+    done = run_cli("build", "--config", bad, "--out", tmp_path / "bundle", cwd=tmp_path)
+    assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"precompute build: {bad}: desom1.epoch: unknown key; did you mean epochs?",
         f"precompute build: {bad}: desom1.rows: expected an integer, got 'fifteen' (str)",
@@ -184,8 +181,8 @@ def test_cli_build_refuses_a_bad_config_before_any_work(tmp_path):
 
 
 def test_cli_build_refuses_too_few_galaxies_at_once(tmp_path):
-    done, seconds = run_cli("build", "--galaxies", 12, "--device", "cpu", "--out", tmp_path / "bundle", cwd=tmp_path)
-    assert done.returncode == 2 and seconds < 30, done.stderr
+    done = run_cli("build", "--galaxies", 12, "--device", "cpu", "--out", tmp_path / "bundle", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("precompute build: mock.galaxies: 12 galaxies leave 10 for training")
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,12 @@ observe.py. The relations are simple fits chosen to look like a MaNGA-like sampl
 - redshift chosen like MaNGA: the galaxy's half-light radius fills the IFU out to 1.5 or 2.5 R_e;
 - star-formation histories per component, the quenched fraction rising with mass and in clusters;
 - stellar mass–metallicity relation (Gallazzi et al. 2005 shape) with negative radial gradients;
-- rare kinds: disturbed / merging systems and extreme-emission blue compact dwarfs (BCD).
+- rare kinds: disturbed / merging systems and extreme-emission blue compact dwarfs (BCD), and AGN.
+
+``rare_fraction_scale`` (config ``mock.rare_fraction_scale``, default 1) multiplies the chance of each rare kind:
+the BCD weight of the morphology draw, the 5 % chance of a disturbed system and the mass-dependent AGN chance
+(each capped at 1). It changes only the thresholds the same random draws are compared with, so at 1 every
+galaxy is exactly the default one; benchmarks that need more rare galaxies (benchmarks/bench_discovery.py) raise it.
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ BULGE_SERSIC = {"E": (3.0, 6.0), "S0": (2.5, 4.5), "Sa": (2.0, 4.0), "Sb": (1.5,
                 "Sd": (1.0, 1.5), "Irr": (1.0, 1.0), "BCD": (1.0, 1.0)}
 DISK_TAU_GYR = {"Sa": (4.0, 8.0), "Sb": (6.0, 12.0), "Sc": (10.0, 30.0)}  # delayed-τ timescales
 DISK_THICKNESS = {"Irr": 0.35, "BCD": 0.4}  # intrinsic axis ratio; spirals 0.15–0.2
+P_DISTURBED = 0.05  # chance that a (non-BCD) galaxy is a disturbed / merging system
+P_AGN_MAX = 0.15  # chance of an AGN in a massive galaxy with a bulge (sigmoid in mass below)
 Z_MIN, Z_MAX = 0.01, 0.15
 
 
@@ -159,12 +166,16 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def draw_galaxy(rng: np.random.Generator, re_target_arcsec: float) -> GalaxyParams:
-    """Draw one galaxy; its redshift puts its half-light radius near ``re_target_arcsec`` (0.01 ≤ z ≤ 0.15)."""
+def draw_galaxy(rng: np.random.Generator, re_target_arcsec: float, rare_fraction_scale: float = 1.0) -> GalaxyParams:
+    """Draw one galaxy; its redshift puts its half-light radius near ``re_target_arcsec`` (0.01 ≤ z ≤ 0.15).
+    ``rare_fraction_scale`` multiplies the chances of the rare kinds (see the module; 1 = the default survey)."""
+    if not rare_fraction_scale >= 0:
+        raise ValueError(f"rare_fraction_scale must be a number >= 0, got {rare_fraction_scale!r}")
     log_m = rng.uniform(8.5, 11.8)
     environment = ENVIRONMENTS[rng.choice(3, p=ENVIRONMENT_FRACTION)]
     mu, sd = np.array([MASS_OF_TYPE[t] for t in MORPHOLOGIES]).T
     weight = np.array(MORPHOLOGY_PRIOR[environment]) * np.exp(-0.5 * ((log_m - mu) / sd) ** 2) / sd
+    weight[MORPHOLOGIES.index("BCD")] *= rare_fraction_scale  # × 1.0 leaves the weights bit for bit
     morphology = MORPHOLOGIES[rng.choice(len(MORPHOLOGIES), p=weight / weight.sum())]
 
     # Structure. Sizes: late types re ∝ M^0.2, early types re ∝ M^0.55; BCDs are compact.
@@ -214,17 +225,19 @@ def draw_galaxy(rng: np.random.Generator, re_target_arcsec: float) -> GalaxyPara
     if morphology in ("Irr", "BCD"):
         vmax *= 0.7
 
-    disturbed = bool(rng.uniform() < 0.05) and morphology != "BCD"
+    disturbed = bool(rng.uniform() < min(P_DISTURBED * rare_fraction_scale, 1.0)) and morphology != "BCD"
     asymmetry = rng.uniform(0.1, 0.35) if morphology in ("Irr", "BCD") else 0.0
     extra = {}
     if disturbed:
         asymmetry = rng.uniform(0.25, 0.5)
         radius, angle = rng.uniform(0.6, 0.9) * re_target_arcsec * 1.5, rng.uniform(0, 2 * np.pi)
-        extra = dict(companion_offset_arcsec=(float(radius * np.cos(angle)), float(radius * np.sin(angle))),
-                     companion_fraction=rng.uniform(0.08, 0.25), companion_dv_kms=rng.choice([-1, 1]) * rng.uniform(80, 300),
-                     tidal_fraction=rng.uniform(0.03, 0.08), tidal_angle_deg=rng.uniform(0, 360))
+        extra = {"companion_offset_arcsec": (float(radius * np.cos(angle)), float(radius * np.sin(angle))),
+                 "companion_fraction": rng.uniform(0.08, 0.25),
+                 "companion_dv_kms": rng.choice([-1, 1]) * rng.uniform(80, 300),
+                 "tidal_fraction": rng.uniform(0.03, 0.08), "tidal_angle_deg": rng.uniform(0, 360)}
     has_gas = rng.uniform() < (0.5 if morphology == "E" else 0.75)
-    p_agn = 0.15 * _sigmoid((log_m - 10.2) / 0.3) if bt > 0.1 and morphology != "BCD" else 0.0
+    p_agn = P_AGN_MAX * _sigmoid((log_m - 10.2) / 0.3) if bt > 0.1 and morphology != "BCD" else 0.0
+    p_agn = min(p_agn * rare_fraction_scale, 1.0)
     return GalaxyParams(
         morphology=morphology, environment=environment, log_mstar=float(log_m), redshift=redshift,
         ra=float(rng.uniform(110.0, 260.0)), dec=float(np.degrees(np.arcsin(rng.uniform(-0.1, 0.95)))),

@@ -12,9 +12,9 @@ split into three independent streams (population, synthesis, observation).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from ..formats.califa import C_KMS, califa_wave_air, write_califa_cube
 from ..observation import Observation
 from ..ssp import load_templates
 from .observe import CUTOUT_SCALE, INSTRUMENTS, ObservedGalaxy, observe
-from .population import draw_galaxy
+from .population import GalaxyParams, draw_galaxy
 from .synthesis import synthesize
 
 TRUTH_COLUMNS = (
@@ -69,15 +69,30 @@ def galaxy_id(index: int, fmt: str, footprint: str) -> str:
     return f"{90000 + index // IFUS_PER_PLATE}-{footprint}{index % IFUS_PER_PLATE + 1:02d}"
 
 
-def make_galaxy(seed: int, index: int, fmt: str = "manga") -> MockGalaxy:
-    """Generate galaxy ``index`` of the survey with ``seed``."""
+def _draw(seed: int, index: int, fmt: str, rare_fraction_scale: float):
+    """The population draws of galaxy ``index``: (footprint, radius, params, synthesis rng, observation rng)."""
     if fmt not in FORMATS:
         raise ValueError(f"mock survey format must be one of {FORMATS}, got {fmt!r}")
-    instrument = INSTRUMENTS[fmt]
     rng_population, rng_synthesis, rng_observation = (np.random.default_rng(s) for s in
                                                       np.random.SeedSequence([seed, index]).spawn(3))
-    footprint, radius, re_target = instrument.draw_footprint(rng_population)
-    params = draw_galaxy(rng_population, re_target)
+    footprint, radius, re_target = INSTRUMENTS[fmt].draw_footprint(rng_population)
+    params = draw_galaxy(rng_population, re_target, rare_fraction_scale)
+    return footprint, radius, params, rng_synthesis, rng_observation
+
+
+def galaxy_params(seed: int, index: int, fmt: str = "manga",
+                  rare_fraction_scale: float = 1.0) -> tuple[str, GalaxyParams]:
+    """(galaxy_id, physical parameters) of galaxy ``index`` without synthesising it (milliseconds, not a second):
+    the truth flags ``agn``, ``disturbed`` and ``extreme_emission`` of its `make_galaxy` are these parameters'."""
+    footprint, _, params, _, _ = _draw(seed, index, fmt, rare_fraction_scale)
+    return galaxy_id(index, fmt, footprint), params
+
+
+def make_galaxy(seed: int, index: int, fmt: str = "manga", rare_fraction_scale: float = 1.0) -> MockGalaxy:
+    """Generate galaxy ``index`` of the survey with ``seed`` (``rare_fraction_scale``: config
+    ``mock.rare_fraction_scale``, see precompute.mock.population; 1 = the default survey)."""
+    footprint, radius, params, rng_synthesis, rng_observation = _draw(seed, index, fmt, rare_fraction_scale)
+    instrument = INSTRUMENTS[fmt]
     model = synthesize(params, rng_synthesis, load_templates())
     observed = observe(model, instrument, radius, rng_observation)
     gid = galaxy_id(index, fmt, footprint)
@@ -128,10 +143,11 @@ def catalogue_row(gid: str, header: dict, params, model, truth: dict, fmt: str) 
     return {"name": gid, "ra": params.ra, "dec": params.dec, "med_vel": header["MED_VEL"], **row}
 
 
-def iter_mock_survey(n_galaxies: int, seed: int, fmt: str = "manga") -> Iterator[MockGalaxy]:
+def iter_mock_survey(n_galaxies: int, seed: int, fmt: str = "manga",
+                     rare_fraction_scale: float = 1.0) -> Iterator[MockGalaxy]:
     """Stream ``n_galaxies`` mock galaxies (indices 0..n−1) of survey ``seed``."""
     for index in range(n_galaxies):
-        yield make_galaxy(seed, index, fmt)
+        yield make_galaxy(seed, index, fmt, rare_fraction_scale)
 
 
 def cube_filename(galaxy: MockGalaxy, fmt: str) -> str:
