@@ -57,17 +57,25 @@ LABELS = {
     "n_spaxels": "Spaxels per bin",
     "desom1_qe": "DESOM-1 quantization error",
     "anomaly_score": "Anomaly score",
+    "sfh": "Star-formation history",
+    "sed_kmeans": "k-means cluster of the latent code (seed 002)",
     "relevance": "Your label: interesting or not",
     "tags": "Your tags",
 }
 # Columns worth showing first in tooltips and the selection table.
 KEY_COLUMNS = ("morphology", "log_mstar", "log_ssfr", "log_age_lw", "ew_halpha", "redshift", "bpt_class")
 # Columns that identify rather than describe: never offered as "colour by".
-NOT_PROPERTIES = {"galaxy_id", "source", "thumbnail", "galaxy_index", "bin_id", "desom1_node", "desom2_node"}
+NOT_PROPERTIES = {"galaxy_id", "source", "thumbnail", "galaxy_index", "bin_id", "desom1_node", "desom2_node", "sed_node"}
 MAX_CATEGORIES = 20  # more distinct values than this is an identifier, not a category
 CLUSTER_METHODS = {"kmeans": "k-means", "gmm": "GMM"}  # the methods of embeddings/<E>/clusters.parquet
 HOVER_THUMBNAILS_UP_TO = 3000  # inline thumbnails in hover payloads only for small surveys
 LABEL_COLUMNS = ("relevance", "tags")  # galaxy columns made from the labels file (precompute.labels.LabelLog.columns)
+CATEGORY_COLUMNS = (*LABEL_COLUMNS, "sed_kmeans")  # categories whatever their dtype (cluster numbers are names)
+# The map of galaxies the dashboard shows beside DESOM-1: DESOM-2 of the fingerprints for a survey of cubes, the
+# seed-002 MiniSom map of the latent codes for a survey of single spectra: (section, grid, node column, hits,
+# U-matrix, title).
+GALAXY_MAPS = (("desom2", schema.DESOM2_GRID, "desom2_node", schema.DESOM2_HITS, schema.DESOM2_UMATRIX, "DESOM-2"),
+               ("sed_map", schema.SED_GRID, "sed_node", schema.SED_HITS, schema.SED_UMATRIX, "MiniSom of the latent"))
 
 
 def label(column: str) -> str:
@@ -103,8 +111,12 @@ class ExplorerData:
 
         self.desom1 = {**self.bundle.read(schema.DESOM1_GRID), "name": "desom1"} if self.bundle.has("desom1") else None
         self.bin_node = self.bins["desom1_node"].to_numpy(np.int64) if self.desom1 else None
-        self.desom2 = {**self.bundle.read(schema.DESOM2_GRID), "name": "desom2"} if self.bundle.has("desom2") else None
-        self.galaxy_node2 = galaxies["desom2_node"].to_numpy(np.int64) if self.desom2 else None
+        self.desom2 = self.galaxy_node2 = None  # the map of galaxies (GALAXY_MAPS), if the bundle has one
+        for section, grid, column, hits, umatrix, title in GALAXY_MAPS:
+            if self.bundle.has(section) and self.desom2 is None:
+                self.desom2 = {**self.bundle.read(grid), "name": "desom2", "title": title, "hits": hits,
+                               "umatrix": umatrix}
+                self.galaxy_node2 = galaxies[column].to_numpy(np.int64)
         self.embeddings: dict = self.bundle.read(schema.EMBEDDING_INDEX) if self.bundle.has("embeddings") else {}
         self.galaxies = self._with_derived_columns(galaxies)
         # labels are shared by every session of this process (one log per bundle), read once at start
@@ -133,7 +145,7 @@ class ExplorerData:
         for column in self.galaxies.columns:
             if column in NOT_PROPERTIES:
                 continue
-            kind = "categorical" if column in LABEL_COLUMNS else column_kind(self.galaxies[column])
+            kind = "categorical" if column in CATEGORY_COLUMNS else column_kind(self.galaxies[column])
             if kind:
                 kinds[column] = kind
         return kinds

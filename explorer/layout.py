@@ -14,6 +14,7 @@ from explorer.data import ExplorerData, label, load_data, resolve_bundle_path
 from explorer.gallery import Gallery, GalaxyDetail
 from explorer.image_features import ImageFeatures
 from explorer.labelling import LabelTools
+from explorer.place_spectra import PlaceSpectra
 from explorer.prototype_spectra import PrototypeSpectra
 from explorer.ranking import WhatNext
 from explorer.samp import samp_button
@@ -91,6 +92,7 @@ class Dashboard:
         self.spectra = SpectraScatter(data, state) if data.numeric_bin_columns else None
         self.som = SomGrids(data, state) if data.desom1 or data.desom2 else None
         self.prototypes = PrototypeSpectra(data, state) if data.desom1 else None
+        self.place = PlaceSpectra(data, state) if data.desom1 else None
         self.gallery = Gallery(data, state)
         self.detail = GalaxyDetail(data, state)
         self.table = SelectionTable(data, state)
@@ -130,6 +132,9 @@ class Dashboard:
         if self.prototypes:
             rows.append(pn.Card(self.prototypes.view, title="Spectral types (DESOM-1 nodes)", collapsible=False,
                                 sizing_mode="stretch_width"))
+        if self.place:
+            rows.append(pn.Card(self.place.view, title="Place new spectra on the maps (as precompute assign)",
+                                collapsible=False, sizing_mode="stretch_width"))
         rows.append(pn.Row(
             pn.Card(pn.Tabs(("Gallery", self.gallery.view), ("Galaxy detail", self.detail.view), dynamic=True),
                     title="Galaxy images", collapsible=False, sizing_mode="stretch_width"),

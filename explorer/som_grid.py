@@ -2,6 +2,8 @@
 
 Each node is one square (hexagon on hexagonal maps) coloured by the hits of the current selection, the median
 of the colour-by property, or the U-matrix. Tapping or box-selecting nodes selects their spectra / galaxies.
+Spectra the session placed on the frozen maps (explorer.place_spectra, `state.placed`) are marked by a white dot
+on their node.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.models import ColumnDataSource, HoverTool
 
 from explorer.colours import (EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, PROPERTY_CMAP, UMATRIX_CMAP,
                               category_colours, finite_range)
@@ -20,6 +23,9 @@ from precompute import schema
 MODES = ("Hits of selection", "Median of colour-by", "U-matrix")
 CELL = 20  # screen pixels per node, so markers tile the frame
 OUTLINE = 2  # screen pixels of a picked node's outline, half inside the 19-pixel marker: 17 × 17 keep the hit colour
+# Placed spectra: one dot per node holding any, drawn over the map by a renderer of this name
+PLACED_RENDERER = "placed-spectra"
+PLACED_MARK = {"marker": "circle", "size": 9, "fill_color": "white", "line_color": "black", "line_width": 1.5}
 
 
 def node_xy(grid: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -70,24 +76,46 @@ def selection_hits(data: ExplorerData, level: str, state: SelectionState) -> np.
     return np.bincount(data.galaxy_node2[state.selected], minlength=data.desom2["rows"] * data.desom2["cols"])
 
 
-def hits_colouring(level: str, hits: np.ndarray) -> tuple[np.ndarray, str, tuple[float, float]]:
+def hits_colouring(level: str, hits: np.ndarray, name: str) -> tuple[np.ndarray, str, tuple[float, float]]:
     """Node values (NaN = no selected member, drawn grey), title and colour range (from 0) of the hit map."""
     what = "binned spectra" if level == "desom1" else "galaxies"
-    title = f"{LEVEL_NAMES[level]}: {hits.sum():,} selected {what} per node"
+    title = f"{name}: {hits.sum():,} selected {what} per node"
     return np.where(hits > 0, hits, np.nan), title, (0.0, float(max(hits.max(), 1)))
 
 
-LEVEL_NAMES = {"desom1": "DESOM-1", "desom2": "DESOM-2"}
+def map_name(data: ExplorerData, level: str) -> str:
+    """DESOM-1, or the title of the bundle's map of galaxies (DESOM-2, or the seed-002 MiniSom map)."""
+    return "DESOM-1" if level == "desom1" else data.desom2["title"]
+
+
+def placed_nodes(placed: pd.DataFrame | None, level: str) -> np.ndarray:
+    """Nodes of what the session placed (rows of `assign`'s table): on DESOM-1 one per spectrum placed, on DESOM-2
+    one per galaxy (a cube's rows all carry its `desom2_node`)."""
+    column = "node" if level == "desom1" else "desom2_node"
+    if placed is None or column not in placed:
+        return np.zeros(0, np.int64)
+    if level == "desom2":
+        placed = placed.drop_duplicates([c for c in ("source", "galaxy_id") if c in placed])
+    nodes = pd.to_numeric(placed[column], errors="coerce").dropna().to_numpy(np.int64)
+    return nodes[nodes >= 0]
+
+
+def placed_marks(grid: dict, nodes: np.ndarray) -> dict[str, np.ndarray]:
+    """The marks' data source: one dot per node holding placed spectra (galaxies on DESOM-2), with how many."""
+    counts = np.bincount(nodes, minlength=grid["rows"] * grid["cols"])
+    where = np.flatnonzero(counts)
+    x, y = node_xy(grid)
+    return {"x": x[where], "y": y[where], "node": where, "placed": counts[where]}
 
 
 def som_map(data: ExplorerData, level: str, mode: str, hits: np.ndarray, colour_by: str) -> hv.Points:
     """DESOM-1 (`level="desom1"`, spectra) or DESOM-2 (galaxies) coloured by `mode`; `hits` = selected members
     per node."""
     grid = getattr(data, level)
-    all_hits = data.bundle.read(schema.DESOM1_HITS if level == "desom1" else schema.DESOM2_HITS)
-    name = LEVEL_NAMES[level]
+    all_hits = data.bundle.read(schema.DESOM1_HITS if level == "desom1" else grid["hits"])
+    name = map_name(data, level)
     if mode == MODES[0]:
-        values, title, clim = hits_colouring(level, hits)
+        values, title, clim = hits_colouring(level, hits, name)
         return som_points(grid, values, title, "selected " + ("spectra" if level == "desom1" else "galaxies"),
                           HITS_CMAP, hits=all_hits, clim=clim)
     if mode == MODES[1]:
@@ -97,7 +125,8 @@ def som_map(data: ExplorerData, level: str, mode: str, hits: np.ndarray, colour_
         title = f"{name} · {'most common' if categorical else 'median'} {label(colour_by)}"
         return som_points(grid, values, title, label(colour_by), PROPERTY_CMAP, hits=all_hits, categorical=categorical)
     if mode == MODES[2]:
-        values = np.asarray(data.bundle.read(schema.DESOM1_UMATRIX if level == "desom1" else schema.DESOM2_UMATRIX), float).ravel()
+        values = np.asarray(data.bundle.read(schema.DESOM1_UMATRIX if level == "desom1" else grid["umatrix"]),
+                            float).ravel()
         return som_points(grid, values, f"{name} · U-matrix (latent distance to neighbours)",
                           "U-matrix distance", UMATRIX_CMAP, hits=all_hits)
     raise ValueError(f"unknown SOM colouring {mode!r}; choose one of {MODES}")
@@ -117,17 +146,19 @@ class SomMap:
         self.data, self.state, self.level, self.mode = data, state, level, mode
         self.pane = pn.pane.HoloViews(linked_axes=False, css_classes=[f"{level}-map"])
         self._handles: list[dict] = []  # Bokeh models of the rendered plot(s): source, colour mapper, figure
+        self._marks: list[ColumnDataSource] = []  # the placed-spectra dots of the rendered plot(s)
         self._rebuild()
         mode.param.watch(self._rebuild, "value")
         state.param.watch(self._rebuild, ["colour_by"])
         state.param.watch(self._update, ["galaxies", "spectra", "nodes", "nodes2"])
+        state.param.watch(self._show_placed, ["placed"])
 
     @property
     def selected_nodes(self) -> list[int]:
         return self.state.nodes if self.level == "desom1" else self.state.nodes2
 
     def _rebuild(self, *_):
-        self._handles = []
+        self._handles, self._marks = [], []
         element = som_map(self.data, self.level, self.mode.value, selection_hits(self.data, self.level, self.state),
                           self.state.colour_by)
         # Bokeh outlines the source's selected indices, which are only ever the nodes picked on this map
@@ -141,11 +172,28 @@ class SomMap:
         """HoloViews hook, run when the plot is rendered: keep the models that selection changes update."""
         self._handles.append(plot.handles)
         plot.handles["source"].selected.indices = list(self.selected_nodes)
+        figure = plot.handles["plot"]
+        if figure.select_one({"name": PLACED_RENDERER}) is None:  # a hook may run again: one set of dots
+            source = ColumnDataSource(self._placed_marks())
+            dots = figure.scatter("x", "y", source=source, name=PLACED_RENDERER, nonselection_alpha=1.0,
+                                  **PLACED_MARK)
+            what = "placed spectra" if self.level == "desom1" else "placed galaxies"
+            figure.add_tools(HoverTool(renderers=[dots], tooltips=[(what, "@placed"), ("node", "@node")]))
+            self._marks.append(source)
+
+    def _placed_marks(self) -> dict[str, np.ndarray]:
+        return placed_marks(getattr(self.data, self.level), placed_nodes(self.state.placed, self.level))
+
+    def _show_placed(self, *_):
+        marks = self._placed_marks()
+        for source in self._marks:
+            source.data = marks
 
     def _update(self, *_):
         hits_mode = self.mode.value == MODES[0]
         if hits_mode:
-            values, title, (low, high) = hits_colouring(self.level, selection_hits(self.data, self.level, self.state))
+            values, title, (low, high) = hits_colouring(self.level, selection_hits(self.data, self.level, self.state),
+                                                        map_name(self.data, self.level))
         for handles in self._handles:
             source = handles["source"]
             if hits_mode:

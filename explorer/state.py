@@ -38,6 +38,9 @@ class SelectionState(param.Parameterized):
     pinned = param.Array(default=None, allow_None=True, doc="population A of the comparison")
     pinned_how = param.String(default="")
     labels_changed = param.Event(doc="a label was given or undone (by this session): views of labels follow it")
+    placed = param.DataFrame(default=None, allow_None=True,
+                             doc="spectra this session placed on the frozen maps (explorer.place_spectra): one row "
+                                 "per spectrum, assign's columns (`node`, a cube's `desom2_node`); not in the bundle")
 
     def __init__(self, data: ExplorerData, **params):
         params.setdefault("colour_by", data.default_colour())
@@ -105,7 +108,7 @@ class SelectionState(param.Parameterized):
     def select_nodes2(self, nodes) -> None:
         """DESOM-2 nodes: the galaxies whose fingerprints map there."""
         nodes = sorted({int(k) for k in nodes})
-        how = "DESOM-2 node" + ("s " if len(nodes) > 1 else " ") + ", ".join(self._node_names(nodes, self.data.desom2))
+        how = f"{self.data.desom2['title']} node" + ("s " if len(nodes) > 1 else " ") + ", ".join(self._node_names(nodes, self.data.desom2))
         self._set(galaxies=self.data.galaxies_in_nodes2(nodes), spectra=None, nodes=[], nodes2=nodes, how=how)
 
     @property

@@ -3,7 +3,7 @@
 The Debian chromium package is used as it is (never `playwright install`); the server is a subprocess on a
 free port. The page shows the tiny real build of tests/conftest.py; a test parametrized with
 `@pytest.mark.parametrize("test_bundle", ["real", "synthetic"], indirect=True)` also runs on the synthetic bundle
-(one server per bundle).
+(one server per bundle; "sed" is the seed-002 bundle of single spectra).
 """
 from pathlib import Path
 

@@ -87,6 +87,18 @@ def test_page_loads_without_console_errors(dashboard, artifacts):
     assert not dashboard.errors
 
 
+@pytest.mark.parametrize("test_bundle", ["sed"], indirect=True)
+def test_bundle_of_single_spectra_loads_with_its_maps(dashboard, bundle, artifacts):
+    """Seed 002 (data/configs/sed.json): the objects are spectra; the page shows DESOM-1, the MiniSom map of the
+    latent codes and the spectra as thumbnails, and no figure that needs images."""
+    assert f"{bundle.n_galaxies:,} galaxies" in count_text(dashboard)
+    for title in ("Galaxies in", "DESOM-1", "MiniSom of the latent", "Prototype spectra of"):
+        figure(dashboard, title)
+    assert dashboard.get_by_text("Image-VAE").count() == 0
+    dashboard.screenshot(path=artifacts / "sed-loaded.png", full_page=True)
+    assert not dashboard.errors
+
+
 @pytest.mark.parametrize("test_bundle", ["real", "synthetic"], indirect=True)
 def test_box_selection_updates_table_and_hit_map(dashboard, bundle, artifacts):
     embedding = next(iter(bundle.embeddings))
