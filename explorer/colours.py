@@ -53,3 +53,6 @@ def finite_range(values) -> tuple[float, float]:
         return 0.0, 1.0
     lo, hi = np.percentile(values, [1, 99])
     return (float(lo), float(hi)) if hi > lo else (float(lo) - 0.5, float(lo) + 0.5)
+
+# Spectra or galaxies placed by the session on the frozen maps (explorer.place_spectra): white dots, black rims
+PLACED_MARK = {"marker": "circle", "size": 9, "fill_color": "white", "line_color": "black", "line_width": 1.5}

@@ -76,6 +76,7 @@ class LatentPlane(GalaxyScatter):
     selection, on latent coordinates instead of UMAP ones."""
 
     css_class = "latent-plane"
+    shows_placed = False  # placed galaxies have no image-VAE latent
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.latent = np.asarray(data.bundle.read(schema.EMBEDDING_VECTORS, embedding=EMBEDDING), float)

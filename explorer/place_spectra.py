@@ -5,8 +5,9 @@ cached FrozenMaps, so a second upload does not load the models again), from a te
 nothing is written into the bundle. The nodes they land on are marked on the DESOM-1 map, and a cube's DESOM-2 node
 on the DESOM-2 map (explorer.som_grid draws `state.placed`); a table lists assign's placement columns, with a CSV
 download (assign's CSV, the uploaded file names as `source`); a file or spectrum that could not be placed is named
-with its problem. Placed spectra get no UMAP position: the bundle keeps the UMAP coordinates of its galaxies, not a
-fitted UMAP transform (nor the cube embedding of a new galaxy).
+with its problem. A cube also gets its position on the fingerprint embedding's UMAP, through the projector the bundle
+stores (the fitted UMAP's transform), dotted on the galaxy scatter when that embedding is shown; the other
+embeddings need the cube models, which placing does not run.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ SHOWN = ["source", "spectrum", "galaxy_id", "node", "bmu_row", "bmu_col", "desom
          "coverage", "second_node", "confidence", "error"]
 HELP = ("Spectra-set FITS files, SDSS `spec-*.fits` or MaNGA / CALIFA cubes are placed on this bundle's frozen maps "
         "as `python -m precompute assign` places them; a MaNGA cube needs its redshift from a catalogue (drpall "
-        "`nsa_z`). The files stay out of the bundle. Uploads travel over the page's websocket: over ~15 MB in all "
+        "`nsa_z`); a cube is also dotted on the UMAP of the `fingerprint` embedding. The files stay out of the bundle. Uploads travel over the page's websocket: over ~15 MB in all "
         "(most MaNGA cubes) needs `panel serve app.py --websocket-max-message-size 200000000`.")
 
 

@@ -9,16 +9,30 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import HoverTool
+from bokeh.models import ColumnDataSource, HoverTool
 from holoviews.operation.datashader import dynspread, rasterize
 
-from explorer.colours import PROPERTY_CMAP, SELECTION_COLOUR, as_categories, category_colours, finite_range
+from explorer.colours import (PLACED_MARK, PROPERTY_CMAP, SELECTION_COLOUR, as_categories, category_colours,
+                              finite_range)
 from explorer.data import KEY_COLUMNS, ExplorerData, label
 from explorer.session import weak_hook
 from explorer.state import SelectionState
+from precompute import schema
 
 MARKERS = {"train": "circle", "val": "star"}  # seed 000: training circles, validation stars
 DATASHADE_ABOVE = 20_000  # spectra scatter: plain points up to this many, datashader beyond
+PLACED_RENDERER = "placed-galaxies"
+
+
+def placed_positions(placed: pd.DataFrame | None, embedding: str) -> dict[str, np.ndarray]:
+    """The dots of galaxies the session placed (`assign`'s table: one position per galaxy, on each of its rows)
+    on `embedding`'s UMAP; none when the table has no position there (single spectra, a bundle without projector)."""
+    x_column, y_column = schema.umap_columns(embedding)
+    if placed is None or x_column not in placed:
+        return {"x": np.zeros(0), "y": np.zeros(0), "name": np.zeros(0, object)}
+    rows = placed.dropna(subset=[x_column]).drop_duplicates(["source", "galaxy_id"])
+    return {"x": rows[x_column].to_numpy(float), "y": rows[y_column].to_numpy(float),
+            "name": rows["galaxy_id"].astype(str).to_numpy(object)}
 
 
 def galaxy_frame(data: ExplorerData, embedding: str, colour_by: str) -> pd.DataFrame:
@@ -92,17 +106,21 @@ class GalaxyScatter:
     Other planes of galaxies (the image-VAE latent plane) subclass it with their own `points` and `how`."""
 
     css_class = "galaxy-scatter"
+    shows_placed = True  # galaxies placed by the session are dotted where the UMAP's fitted transform puts them
 
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
         self.pane = pn.pane.HoloViews(sizing_mode="stretch_width", height=600, css_classes=[self.css_class])
         self._sources: list = []  # Bokeh ColumnDataSources of the rendered plot(s) of this session
+        self._marks: list = []  # the placed galaxies' dots of the rendered plot(s)
         self._rebuild()
         state.param.watch(self._rebuild, ["embedding", "colour_by"])
         state.param.watch(self._show_selection, ["galaxies"])
+        if self.shows_placed:
+            state.param.watch(self._show_placed, ["placed"])
 
     def _rebuild(self, *_):
-        self._sources = []
+        self._sources, self._marks = [], []
         points = self.points().opts(hooks=[weak_hook(self._remember)])
         self.selection = hv.streams.Selection1D(source=points)
         self.selection.param.watch(self._on_select, "index")
@@ -121,6 +139,17 @@ class GalaxyScatter:
         if source not in self._sources:
             self._sources.append(source)
         source.selected.indices = selected_rows(self.state.galaxies)
+        figure = plot.handles["plot"]
+        if self.shows_placed and figure.select_one({"name": PLACED_RENDERER}) is None:  # hooks may run again
+            marks = ColumnDataSource(placed_positions(self.state.placed, self.state.embedding))
+            dots = figure.scatter("x", "y", source=marks, name=PLACED_RENDERER, nonselection_alpha=1.0, **PLACED_MARK)
+            figure.add_tools(HoverTool(renderers=[dots], tooltips=[("placed", "@name")]))
+            self._marks.append(marks)
+
+    def _show_placed(self, *_):
+        positions = placed_positions(self.state.placed, self.state.embedding)
+        for marks in self._marks:
+            marks.data = positions
 
     def _show_selection(self, *_):
         rows = selected_rows(self.state.galaxies)

@@ -13,7 +13,7 @@ import pandas as pd
 import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool
 
-from explorer.colours import (EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, PROPERTY_CMAP, UMATRIX_CMAP,
+from explorer.colours import (EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, PLACED_MARK, PROPERTY_CMAP, UMATRIX_CMAP,
                               category_colours, finite_range)
 from explorer.data import ExplorerData, label
 from explorer.session import weak_hook
@@ -25,7 +25,6 @@ CELL = 20  # screen pixels per node, so markers tile the frame
 OUTLINE = 2  # screen pixels of a picked node's outline, half inside the 19-pixel marker: 17 × 17 keep the hit colour
 # Placed spectra: one dot per node holding any, drawn over the map by a renderer of this name
 PLACED_RENDERER = "placed-spectra"
-PLACED_MARK = {"marker": "circle", "size": 9, "fill_color": "white", "line_color": "black", "line_width": 1.5}
 
 
 def node_xy(grid: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ in a set of spectra), galaxy id, DESOM-1 node (row, column), latent quantization
 error over the observed pixels, `coverage` (share of the rest-frame grid observed), `second_node` (the next
 nearest prototype), `confidence` (0–1: how much of the latent neighbourhood weight falls on the node and its grid
 neighbours) and the member medians of every property of that node. Rows of a cube also carry the galaxy's
-fingerprint (non-zero nodes as ``k:value``) and its DESOM-2 node.
+fingerprint (non-zero nodes as ``k:value``), its DESOM-2 node and its position on the fingerprint embedding's UMAP
+(``fingerprint_umap_1``, ``fingerprint_umap_2``, through the bundle's fitted projector).
 
 A spectrum need not cover the whole grid (an SDSS spectrum starting at 3811 Å rest-frame, a chip gap, masked
 sky): its missing pixels are filled by gappy reconstruction and, if its normalisation window is missing, its level
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import pickle
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +41,7 @@ from precompute.observation import InputError
 from precompute.placement import MIN_COVERAGE, place_spectra
 from precompute.prepare import rest_frame_grid
 
+FINGERPRINT_EMBEDDING = "fingerprint"  # the embedding a new cube has without its cube models: its fingerprint
 COLUMNS = ["source", "spectrum", "galaxy_id", "node", "bmu_row", "bmu_col", "qe", "recon_error", "coverage",
            "second_node", "confidence"]
 
@@ -53,6 +56,7 @@ class FrozenMaps:
     node_scale: np.ndarray | None  # fingerprint normalisation levels (None without a fingerprints section)
     desom2: DESOM | None  # the DESOM-2 model (DESOM backend)
     desom2_prototypes: np.ndarray | None  # [K2, rows*cols] fingerprint prototypes (MiniSom backend)
+    _projectors: dict = field(default_factory=dict)  # embedding -> fitted projector (None: not stored), when used
 
     @classmethod
     def load(cls, path, device: str = "cpu") -> "FrozenMaps":
@@ -81,6 +85,15 @@ class FrozenMaps:
                                   prepare_config["norm_window"], min_coverage)
         medians = self.node_medians.reindex(placement.node).reset_index(drop=True)  # node -1: NaN
         return pd.concat([placement.table(self.desom1.cols), medians], axis=1)
+
+    def umap_position(self, embedding: str, vectors: np.ndarray) -> np.ndarray | None:
+        """UMAP coordinates [n, 2] of new vectors of one of the bundle's embeddings through its fitted projector
+        (None when the bundle keeps none: built before the projectors were stored)."""
+        if embedding not in self._projectors:
+            stored = self.bundle.path / schema.EMBEDDING_PROJECTOR.at(embedding=embedding)
+            self._projectors[embedding] = pickle.loads(stored.read_bytes()) if stored.is_file() else None
+        projector = self._projectors[embedding]
+        return None if projector is None else projector.umap(np.asarray(vectors, np.float32).reshape(len(vectors), -1))
 
     def galaxy_fingerprint(self, nodes: np.ndarray):
         """(fingerprint [rows, cols], DESOM-2 node or -1) of one galaxy from its bins' DESOM-1 nodes."""
@@ -156,6 +169,10 @@ def assign_file(unit, bundle_path: str, catalogue=None, device: str = "cpu",
             fingerprint, node2 = maps.galaxy_fingerprint(placed.loc[on_map, "node"].to_numpy(np.int64))
             placed.insert(len(COLUMNS), "fingerprint", fingerprint_string(fingerprint))
             placed.insert(len(COLUMNS), "desom2_node", node2)
+            xy = maps.umap_position(FINGERPRINT_EMBEDDING, fingerprint[None])
+            if xy is not None:
+                placed.insert(len(COLUMNS), schema.umap_columns(FINGERPRINT_EMBEDDING)[1], xy[0, 1])
+                placed.insert(len(COLUMNS), schema.umap_columns(FINGERPRINT_EMBEDDING)[0], xy[0, 0])
         frames.append(placed)
     return frames
 

@@ -12,6 +12,7 @@ imported when the stage runs, so reading a bundle (which needs only the section 
 from __future__ import annotations
 
 import io
+import pickle
 import time
 
 import numpy as np
@@ -83,6 +84,7 @@ def write_embedding(writer: BundleWriter, name: str, vectors: np.ndarray, galaxi
                       (schema.EMBEDDING_KNN, "knn"), (schema.EMBEDDING_KNN_DISTANCE, "knn_distance"),
                       (schema.EMBEDDING_CLUSTERS, "clusters"), (schema.EMBEDDING_CORRELATION, "property_correlation")):
         writer.write(spec, out[key], embedding=name)
+    writer.write(schema.EMBEDDING_PROJECTOR, pickle.dumps(out["projector"]), embedding=name)
     figures = truth_figures(out["vectors"], galaxies, metric, out["knn_distance"], out["clusters"],
                             k=config["projections"]["n_neighbours"])
     return {**figures, "projection_seconds": round(time.perf_counter() - start, 2)}

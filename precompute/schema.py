@@ -441,8 +441,21 @@ EMBEDDING_CORRELATION = BundleFile("embeddings/{embedding}/property_correlation.
                                    "Pearson r over all galaxies (NaN when constant)",
                                    columns=(Column("component", "int", "principal component"),
                                             Column("explained_variance", "float", "explained variance ratio")))
+EMBEDDING_PROJECTOR = BundleFile("embeddings/{embedding}/projector.pkl", "blob", "embeddings", "the fitted "
+                                 "projections (precompute.projections.EmbeddingProjector, pickled: its UMAP, "
+                                 "clusters and neighbour search), for placing new galaxies on the UMAP (`assign`, "
+                                 "the dashboard's placed spectra). A pickle runs code when loaded: open bundles you "
+                                 "trust, as with any model file", required=False)
+
+
+def umap_columns(embedding: str) -> tuple[str, str]:
+    """Columns of `python -m precompute assign`'s table (and the dashboard's placed spectra) holding a placed
+    galaxy's position on an embedding's UMAP, through that embedding's EMBEDDING_PROJECTOR."""
+    return f"{embedding}_umap_1", f"{embedding}_umap_2"
+
+
 EMBEDDING_FILES = (EMBEDDING_VECTORS, EMBEDDING_UMAP, EMBEDDING_KNN, EMBEDDING_KNN_DISTANCE, EMBEDDING_CLUSTERS,
-                   EMBEDDING_CORRELATION)
+                   EMBEDDING_CORRELATION, EMBEDDING_PROJECTOR)
 
 CONTRASTIVE_PCA = BundleFile("contrastive/pca.npz", "arrays", "contrastive", "`wave` float64 `[n_wave]`, `mean` "
                              "`[n_wave]`, `components` `[29, n_wave]`, `explained_variance_ratio` `[29]`: PCA of the "

@@ -76,3 +76,25 @@ def test_inputs_the_bundle_cannot_represent_get_an_error_row(survey_bundle, tmp_
     assert "Å" in too_short["error"] or "cover" in too_short["error"]
     assert absent["error"] != ""
     assert placed.columns[:len(assign.COLUMNS)].tolist() == assign.COLUMNS
+
+
+def test_placed_cubes_land_on_the_fingerprint_umap_where_the_build_drew_them(real_bundle, tmp_path):
+    """The build draws its held-out galaxies on each UMAP through the fitted transform; placed anew from their cube
+    files, the same galaxies land there again through the projector the bundle stores (to UMAP's own jitter)."""
+    bundle = assign.Bundle(real_bundle)
+    galaxies = bundle.galaxies
+    held_out = np.flatnonzero(galaxies["split"].to_numpy() == "val")
+    mock_index = galaxies["source"].str.rsplit(":", n=1).str[1].astype(int).to_numpy()
+    files = write_mock_survey(tmp_path, int(mock_index[held_out].max()) + 1, bundle.config["seed"], "manga",
+                              progress=False)
+    cubes = [files["cubes"][mock_index[g]] for g in held_out]
+    placed = assign.assign_files(real_bundle, cubes, catalogue=files["catalogue"])
+    assert (placed["error"] == "").all()
+    x_column, y_column = schema.umap_columns("fingerprint")
+    stored = np.asarray(bundle.read(schema.EMBEDDING_UMAP, embedding="fingerprint"))
+    spread = np.linalg.norm(stored - stored.mean(axis=0), axis=1).mean()
+    for g in held_out:
+        rows = placed[placed["galaxy_id"] == galaxies["galaxy_id"].iat[g]]
+        assert len(rows) and rows[x_column].nunique() == 1  # one position per galaxy, on each of its rows
+        distances = np.linalg.norm(stored - rows[[x_column, y_column]].to_numpy(float)[0], axis=1)
+        assert np.argmin(distances) == g and distances[g] < 0.3 * spread, (g, distances[g], spread)

@@ -131,7 +131,7 @@ def test_uploads_are_placed_as_assign_places_them_marked_listed_and_exported(pag
     assert marks(dashboard, "desom1")["node"] == [] and state.placed is None and not view.table.visible
 
 
-def test_a_cube_with_its_catalogue_is_marked_on_both_maps(page, tmp_path_factory, tmp_path):
+def test_a_cube_with_its_catalogue_is_marked_on_both_maps_and_the_fingerprint_umap(page, tmp_path_factory, tmp_path):
     files = write_mock_survey(tmp_path_factory.mktemp("mock_cube"), 1, 99, "manga", progress=False)
     (cube,), catalogue = files["cubes"], files["catalogue"]
     dashboard = page.dashboard
@@ -140,11 +140,18 @@ def test_a_cube_with_its_catalogue_is_marked_on_both_maps(page, tmp_path_factory
     assert (expected["error"] == "").all() and len(expected) > 1
     node2 = int(expected["desom2_node"].iat[0])
 
+    dashboard.state.embedding = "fingerprint"  # the embedding a new cube has: its UMAP dots it too
+    render(dashboard.scatter.pane)
     view.catalogue.param.update(value=catalogue.read_bytes(), filename=catalogue.name)
     view.upload.param.update(value=[cube.read_bytes()], filename=[cube.name])
 
     table = view.table.value
     assert list(table["node"]) == expected["node"].tolist() and set(table["desom2_node"]) == {node2}
+    (dots,) = dashboard.scatter._marks
+    x_column, y_column = schema.umap_columns("fingerprint")
+    np.testing.assert_allclose([dots.data["x"][0], dots.data["y"][0]],
+                               expected[[x_column, y_column]].to_numpy(float)[0], rtol=1e-5)
+    assert len(dots.data["x"]) == 1 and list(dots.data["name"]) == [expected["galaxy_id"].iat[0]]
     assert marks(dashboard, "desom2") == {**marks(dashboard, "desom2"), "node": [node2], "placed": [1]}
     assert sum(marks(dashboard, "desom1")["placed"]) == len(expected)
     assert list((tmp_path / "tmp").iterdir()) == []
