@@ -165,7 +165,7 @@ class Bundle:
         files = [spec.path for spec in _declared_files(sections) if spec.required]
         if self.has("embeddings") and (self.path / schema.EMBEDDING_INDEX.path).exists():
             files += [spec.at(embedding=name) for name in self.read(schema.EMBEDDING_INDEX)
-                      for spec in schema.EMBEDDING_FILES]
+                      for spec in schema.EMBEDDING_FILES if spec.required]
         return files
 
     def has(self, section: str) -> bool:

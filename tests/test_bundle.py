@@ -1,5 +1,6 @@
 """The bundle writer is atomic and the reader says clearly what is wrong."""
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,18 @@ def test_replacing_a_bundle_never_leaves_the_folder_missing_and_killed_writers_a
             assert Bundle(path).manifest["config"] == {"seed": 7}, "the previous bundle is back before any work"
     assert Bundle(path).manifest["config"] == {"seed": 7}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+def test_a_bundle_without_optional_files_opens_and_validates(synthetic_bundle, tmp_path):
+    """Files a schema change adds as optional (the embeddings' projectors) are absent from bundles built before it:
+    such a bundle still opens in the reader and the dashboard, and validates."""
+    from explorer.data import ExplorerData
+
+    older = tmp_path / "older"
+    shutil.copytree(synthetic_bundle, older)
+    removed = list(older.glob("embeddings/*/projector.pkl"))
+    assert removed and not schema.EMBEDDING_PROJECTOR.required
+    for path in removed:
+        path.unlink()
+    assert Bundle(older).galaxies is not None and ExplorerData(older).n_galaxies > 0
+    assert schema.validate(older) == []
