@@ -277,7 +277,19 @@ GALAXY_COLUMNS = (
     Column("n_bins", "int", "binned spectra kept for this galaxy"),
     Column("thumbnail", "str", "path of the PNG relative to the bundle"),
     Column("desom2_node", "int32", "DESOM-2 node of the galaxy's fingerprint", section="desom2"),
-    Column("anomaly_score", "float32", "anomaly score, high = unusual (see section `anomaly`)", section="anomaly"),
+    Column("anomaly_score", "float32", "anomaly score, high = unusual: Fisher's combination of the parts below "
+           "(see section `anomaly`)", section="anomaly"),
+    # The parts of anomaly_score, written by builds since issue 13 (older bundles: anomaly_score is the ConvLSTM error)
+    Column("anomaly_convlstm", "float32", "the ConvLSTM's mean absolute reconstruction error of the emission-line "
+           "cube", section="anomaly", required=False),
+    Column("anomaly_nucleus", "float32", "the same error over the nucleus (spaxels within 2 of the crop centre)",
+           section="anomaly", required=False),
+    Column("asymmetry", "float32", "rotational asymmetry A of the summed g + r + i image (Conselice 2003)",
+           section="anomaly", required=False),
+    Column("fingerprint_typicality", "float32", "distance to the 10th nearest training galaxy in the `fingerprint` "
+           "embedding (when the build made fingerprints)", section="anomaly", required=False),
+    Column("anomaly_driver", "str", "the part with the smallest tail probability: what makes the galaxy unusual",
+           section="anomaly", required=False),
     Column("sed_kmeans", "int32", "k-means cluster of the object's DESOM-1 latent code", section="sed_map"),
     Column("sed_node", "int32", "MiniSom node of the object's DESOM-1 latent code", section="sed_map"),
 )
@@ -446,8 +458,6 @@ EMBEDDING_PROJECTOR = BundleFile("embeddings/{embedding}/projector.pkl", "blob",
                                  "clusters and neighbour search), for placing new galaxies on the UMAP (`assign`, "
                                  "the dashboard's placed spectra). A pickle runs code when loaded: open bundles you "
                                  "trust, as with any model file", required=False)
-
-
 def umap_columns(embedding: str) -> tuple[str, str]:
     """Columns of `python -m precompute assign`'s table (and the dashboard's placed spectra) holding a placed
     galaxy's position on an embedding's UMAP, through that embedding's EMBEDDING_PROJECTOR."""

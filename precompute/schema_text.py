@@ -118,14 +118,27 @@ whose nearest galaxy, among all galaxies / among the `val` ones, is the galaxy i
 """),
     "anomaly": ("""
 Also writes `embeddings/anomaly/*` (the latent vectors, `config.anomaly.latent_dim`-d) and adds the galaxy column
-`anomaly_score`, high = unusual: the mean absolute reconstruction error over the voxels of the galaxy's
-emission-line cube where the data or the reconstruction show a detection (|S/N| ≥ `config.anomaly.detection_snr`),
-in the network's units asinh(S/N / `config.anomaly.snr_softening`); 0 for a galaxy with no detection.
+`anomaly_score`, high = unusual, and its parts (older bundles: `anomaly_score` is `anomaly_convlstm` alone):
+- `anomaly_convlstm`: the mean absolute reconstruction error over the voxels of the galaxy's emission-line cube
+  where the data or the reconstruction show a detection (|S/N| ≥ `config.anomaly.detection_snr`), in the
+  network's units asinh(S/N / `config.anomaly.snr_softening`); 0 for a galaxy with no detection;
+- `anomaly_nucleus`: the same error over the spaxels within 2 spaxels of the crop centre (`spaxel_residuals`);
+  an AGN is a nuclear point source of unusual line ratios;
+- `asymmetry`: the rotational asymmetry A = (Σ|I − I₁₈₀| − sky term) / Σ|I| of the summed g + r + i image within
+  1.5 Petrosian radii, about the half-pixel centre that minimises it (Conselice 2003; `precompute.morphology`):
+  companions, tidal arcs and lopsided discs raise it (so does a foreground star);
+- `fingerprint_typicality` (when the build made fingerprints): the distance to the 10th nearest training galaxy in
+  the fingerprint embedding, `precompute.compare.typicality`: galaxies whose binned spectra fill the DESOM-1 map
+  unlike any other (extreme emission-line dwarfs);
+- `anomaly_score` = Σ over the parts of −log10 p, p the part's empirical upper-tail probability (the share of
+  galaxies with a value at least as high): Fisher's method, high when a galaxy is far out in one part or fairly
+  far out in several; `anomaly_driver` names the part of smallest p.
 """, """
 The emission-line cube of a galaxy is `[19 lines, n_bins, crop, crop]`: the normalised spectrum minus the mean of
 the line-free side-band pixels within 40 pixels, in the `n_bins` pixels around each line, for the crop centred on
-the IFU centre. Metrics `anomaly`: `seconds`, `final_loss`, `auc_agn`, `auc_disturbed`, `auc_extreme_emission`
-(ROC AUC of the score for the mock truth flags, when present).
+the IFU centre. Metrics `anomaly`: `seconds` (all parts), `convlstm_seconds`, `final_loss`, `parts` (the columns
+combined), `auc_agn`, `auc_disturbed`, `auc_extreme_emission` (ROC AUC of `anomaly_score` for the mock truth
+flags, when present) and `auc_<kind>_<part>` (the same for each part alone).
 """),
     "image_vae": ("""
 Also writes `embeddings/image_vae/*` (latent means, `config.image_vae.latent_dim`-d).

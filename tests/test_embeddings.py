@@ -140,8 +140,21 @@ def test_anomaly_residuals_explain_the_score(demo_build):
     spaxels = np.asarray(bundle.read(schema.ANOMALY_SPAXEL_RESIDUALS))
     # spaxels outside the crop's IFU coverage have no residual; the score is the mean over the good voxels
     assert np.isnan(spaxels).any() and np.isfinite(spaxels).any()
-    worst = int(np.argmax(galaxies["anomaly_score"]))
-    assert np.nanmax(lines[worst]) >= galaxies["anomaly_score"].iloc[worst]
+    worst = int(np.argmax(galaxies["anomaly_convlstm"]))
+    assert np.nanmax(lines[worst]) >= galaxies["anomaly_convlstm"].iloc[worst]
+
+
+def test_anomaly_score_combines_its_parts_and_records_their_aucs(demo_build):
+    """anomaly_score is Fisher's combination of the stored parts (precompute.embeddings.combine_tails), and the
+    manifest records the AUC of the score and of each part per rare kind."""
+    from precompute.embeddings import ANOMALY_PARTS, combine_tails
+
+    galaxies, metrics = demo_build["galaxies"], demo_build["metrics"]["anomaly"]
+    assert metrics["parts"] == list(ANOMALY_PARTS)
+    score, driver = combine_tails({name: galaxies[name].to_numpy(float) for name in metrics["parts"]})
+    assert np.allclose(galaxies["anomaly_score"], score) and (galaxies["anomaly_driver"] == driver).all()
+    for kind in ("agn", "disturbed"):
+        assert {f"auc_{kind}", *(f"auc_{kind}_{name}" for name in ANOMALY_PARTS)} <= set(metrics)
 
 
 def test_image_vae_latents_follow_properties(demo_build):
