@@ -91,7 +91,13 @@ class FrozenMaps:
         (None when the bundle keeps none: built before the projectors were stored)."""
         if embedding not in self._projectors:
             stored = self.bundle.path / schema.EMBEDDING_PROJECTOR.at(embedding=embedding)
-            self._projectors[embedding] = pickle.loads(stored.read_bytes()) if stored.is_file() else None
+            self._projectors[embedding] = None
+            if stored.is_file():
+                try:
+                    self._projectors[embedding] = pickle.loads(stored.read_bytes())
+                except Exception as err:  # pickled by other library versions: placing goes on without the UMAP
+                    print(f"assign: {stored}: cannot be loaded ({type(err).__name__}: {err}); placed galaxies get "
+                          f"no position on the {embedding} UMAP", file=sys.stderr)
         projector = self._projectors[embedding]
         return None if projector is None else projector.umap(np.asarray(vectors, np.float32).reshape(len(vectors), -1))
 

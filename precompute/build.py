@@ -10,6 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from precompute import schema
 from precompute.bundle import BundleWriter
 from precompute.config import ConfigError, check_build, load_config
@@ -74,9 +76,14 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
 
         flux, ivar = writer.read(schema.FLUX), writer.read(schema.IVAR)
         t0 = time.perf_counter()
-        if sed_map.is_single_spectrum_survey(writer.read(schema.SPAXEL_BINS)):
+        spaxel_bins = writer.read(schema.SPAXEL_BINS)
+        single = sum(np.size(b) == 1 for b in spaxel_bins.values())
+        if 0 < single < len(spaxel_bins):
+            print(f"{single} of {len(spaxel_bins)} inputs are single spectra and the others cubes: the build maps "
+                  f"them all as cubes (a spectrum's fingerprint is one node); build them apart for seed 002")
+        if sed_map.is_single_spectrum_survey(spaxel_bins):
             galaxies, bins = build_single_spectra(writer, galaxies, bins, wave, flux, ivar, config)
-            timings["spectral_maps_s"] = time.perf_counter() - t0
+            timings["spectral_maps_s"] = time.perf_counter() - t0  # UMAP and projections of the latent included
         else:
             galaxies, bins, fingerprints = spectral_maps.build_spectral_maps(writer, galaxies, bins, wave, flux, ivar,
                                                                              config)

@@ -39,6 +39,7 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
     Returns ``galaxies``, with ``anomaly_score`` and its parts (`ANOMALY_PARTS`) added when the anomaly model ran."""
     from precompute.device import resolve_device
     from precompute.prepare import rest_frame_grid
+    from precompute.projections import property_correlation
 
     if len(prepared) != len(galaxies) or any(g.galaxy_id != i for g, i in zip(prepared, galaxies["galaxy_id"])):
         raise ValueError("prepared galaxies must be the rows of the galaxy table, in the same order")
@@ -72,6 +73,12 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
                                                             knn_distance=neighbours)
     if "anomaly" in models:
         galaxies = _combine_anomaly(writer, galaxies, neighbours.get("fingerprint"), config)
+        # the score needs the fingerprint's neighbours, so it exists only now: the seed-000 Fig. 10 tables, written
+        # with the projections, get its column too
+        for name, (vectors, _, _) in embeddings.items():
+            writer.write(schema.EMBEDDING_CORRELATION, property_correlation(
+                vectors, galaxies, galaxies["split"].to_numpy() == "train",
+                config["projections"]["correlation_components"]), embedding=name)
     writer.write(schema.EMBEDDING_INDEX, {name: {"dim": int(v.shape[1]), "metric": metric, "description": text}
                                           for name, (v, metric, text) in embeddings.items()})
     for section in ["embeddings", *models]:
@@ -213,7 +220,7 @@ NUCLEUS_SPAXELS = 2.0  # radius (spaxels of the crop) of the nucleus: about the 
 def nuclear_residual(spaxel_residuals: np.ndarray, radius: float = NUCLEUS_SPAXELS) -> np.ndarray:
     """Mean of ``spaxel_residuals`` ``[N, S, S]`` (the ConvLSTM's per-spaxel error, NaN where nothing is detected)
     within ``radius`` spaxels of the crop centre; 0 where none is detected there."""
-    n, size, _ = spaxel_residuals.shape
+    size = spaxel_residuals.shape[1]
     y, x = np.indices((size, size))
     inside = np.hypot(x - (size - 1) / 2, y - (size - 1) / 2) <= radius
     values = spaxel_residuals[:, inside]
@@ -251,7 +258,11 @@ def _combine_anomaly(writer, galaxies: pd.DataFrame, fingerprint_knn: np.ndarray
 
     galaxies = galaxies.copy()
     if fingerprint_knn is not None:
-        galaxies["fingerprint_typicality"] = typicality(fingerprint_knn).astype(np.float32)
+        k = min(config["projections"]["n_neighbours"], 10)  # seed 000's 10th neighbour, if the bundle keeps 10
+        tenth = typicality(fingerprint_knn, k=k).astype(np.float32)
+        # an object with one spectrum (a survey mixing cubes and single spectra) has a one-hot fingerprint: far
+        # from every cube's, which says nothing about it
+        galaxies["fingerprint_typicality"] = np.where(galaxies["n_bins"].to_numpy() > 1, tenth, np.nan)
     parts = {name: galaxies[name].to_numpy(float) for name in ANOMALY_PARTS if name in galaxies}
     galaxies["anomaly_score"], galaxies["anomaly_driver"] = combine_tails(parts)
     galaxies["anomaly_driver"] = galaxies["anomaly_driver"].astype(str)

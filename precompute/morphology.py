@@ -96,8 +96,11 @@ def rotational_asymmetry(image: np.ndarray, search: int = 3, mask_compact: int =
 
 def image_asymmetry(images: np.ndarray, **options) -> np.ndarray:
     """Asymmetry A of each galaxy's summed g + r + i image, ``images`` ``[N, 3, S, S]`` (the bundle's
-    ``images/gri.npy``): float32 ``[N]`` (NaN for an image without flux)."""
+    ``images/gri.npy``): float32 ``[N]`` (NaN for an image without flux, and for all when the images are smaller
+    than 4 × BORDER pixels)."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must be [N, bands, S, S], got shape {images.shape}")
+    if images.shape[-1] < 4 * BORDER:  # too small to measure a sky border and a galaxy (config prepare.image_size)
+        return np.full(len(images), np.nan, np.float32)
     return np.array([rotational_asymmetry(im.sum(axis=0), **options)["asymmetry"] for im in images], np.float32)

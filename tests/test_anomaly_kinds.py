@@ -7,8 +7,11 @@ drawn without them, observed the same way.
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from precompute import schema
+from precompute.bundle import Bundle
 from precompute.embeddings import combine_tails, nuclear_residual, tail_significance
 from precompute.images import rebin_flux
 from precompute.mock.observe import INSTRUMENTS, observe
@@ -133,3 +136,32 @@ def test_nuclear_residual_is_the_mean_within_the_nucleus():
     spaxels[0, 3:5, 3:5] = 2.0  # the four central spaxels (the centre of an 8 × 8 crop is 3.5, 3.5)
     spaxels[0, 0, 0] = 100.0  # far from the nucleus: ignored
     assert nuclear_residual(spaxels) == pytest.approx([2.0, 0.0])
+
+
+def test_combined_score_with_few_neighbours_and_single_spectra():
+    """A bundle keeping 5 neighbours (config projections.n_neighbours) still gets a fingerprint typicality (the 5th
+    neighbour), and an object of one spectrum in a survey of cubes gets none: its one-hot fingerprint is far from
+    every cube's whatever it is."""
+    from types import SimpleNamespace
+
+    from precompute.embeddings import _combine_anomaly
+
+    rng = np.random.default_rng(0)
+    galaxies = pd.DataFrame({"n_bins": [40, 35, 1, 50, 45, 30], "anomaly_convlstm": rng.random(6),
+                             "anomaly_nucleus": rng.random(6), "asymmetry": rng.random(6)})
+    knn = np.sort(rng.random((6, 5)), axis=1)
+    writer = SimpleNamespace(metrics={})
+    out = _combine_anomaly(writer, galaxies, knn, {"projections": {"n_neighbours": 5}})
+    typical = out["fingerprint_typicality"].to_numpy()
+    assert np.isnan(typical[2]) and np.allclose(np.delete(typical, 2), np.delete(knn[:, 4], 2))
+    assert writer.metrics["anomaly"]["parts"] == ["anomaly_convlstm", "anomaly_nucleus", "asymmetry",
+                                                  "fingerprint_typicality"]
+    assert np.isfinite(out["anomaly_score"]).all()
+
+
+def test_the_seed_000_figure_tables_correlate_the_combined_score(real_bundle):
+    """Fig. 10 tables are written with the projections, before the score exists; the build rewrites them after."""
+    bundle = Bundle(real_bundle)
+    for name in bundle.read(schema.EMBEDDING_INDEX):
+        table = bundle.read(schema.EMBEDDING_CORRELATION, embedding=name)
+        assert {"anomaly_score", "asymmetry", "fingerprint_typicality"} <= set(table.columns), name
