@@ -56,3 +56,17 @@ def finite_range(values) -> tuple[float, float]:
 
 # Spectra or galaxies placed by the session on the frozen maps (explorer.place_spectra): white dots, black rims
 PLACED_MARK = {"marker": "circle", "size": 9, "fill_color": "white", "line_color": "black", "line_width": 1.5}
+PLACED_RENDERER = "placed-spectra"  # the dots' renderer name, on every map that draws them
+
+
+def add_placed_dots(figure, data: dict, tooltips: list):
+    """Draw placed spectra on a rendered Bokeh figure (once: a HoloViews hook may run again) and return their
+    ColumnDataSource, which later placements update; None when the figure has them already."""
+    from bokeh.models import ColumnDataSource, HoverTool
+
+    if figure.select_one({"name": PLACED_RENDERER}) is not None:
+        return None
+    source = ColumnDataSource(data)
+    dots = figure.scatter("x", "y", source=source, name=PLACED_RENDERER, nonselection_alpha=1.0, **PLACED_MARK)
+    figure.add_tools(HoverTool(renderers=[dots], tooltips=tooltips))
+    return source

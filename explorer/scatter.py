@@ -9,11 +9,17 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import HoverTool
 from holoviews.operation.datashader import dynspread, rasterize
 
-from explorer.colours import (PLACED_MARK, PROPERTY_CMAP, SELECTION_COLOUR, as_categories, category_colours,
-                              finite_range)
+from explorer.colours import (
+    PROPERTY_CMAP,
+    SELECTION_COLOUR,
+    add_placed_dots,
+    as_categories,
+    category_colours,
+    finite_range,
+)
 from explorer.data import KEY_COLUMNS, ExplorerData, label
 from explorer.session import weak_hook
 from explorer.state import SelectionState
@@ -21,7 +27,6 @@ from precompute import schema
 
 MARKERS = {"train": "circle", "val": "star"}  # seed 000: training circles, validation stars
 DATASHADE_ABOVE = 20_000  # spectra scatter: plain points up to this many, datashader beyond
-PLACED_RENDERER = "placed-galaxies"
 
 
 def placed_positions(placed: pd.DataFrame | None, embedding: str) -> dict[str, np.ndarray]:
@@ -139,12 +144,11 @@ class GalaxyScatter:
         if source not in self._sources:
             self._sources.append(source)
         source.selected.indices = selected_rows(self.state.galaxies)
-        figure = plot.handles["plot"]
-        if self.shows_placed and figure.select_one({"name": PLACED_RENDERER}) is None:  # hooks may run again
-            marks = ColumnDataSource(placed_positions(self.state.placed, self.state.embedding))
-            dots = figure.scatter("x", "y", source=marks, name=PLACED_RENDERER, nonselection_alpha=1.0, **PLACED_MARK)
-            figure.add_tools(HoverTool(renderers=[dots], tooltips=[("placed", "@name")]))
-            self._marks.append(marks)
+        if self.shows_placed:
+            marks = add_placed_dots(plot.handles["plot"], placed_positions(self.state.placed, self.state.embedding),
+                                    [("placed", "@name")])
+            if marks is not None:
+                self._marks.append(marks)
 
     def _show_placed(self, *_):
         positions = placed_positions(self.state.placed, self.state.embedding)

@@ -11,10 +11,18 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource
 
-from explorer.colours import (EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, PLACED_MARK, PROPERTY_CMAP, UMATRIX_CMAP,
-                              category_colours, finite_range)
+from explorer.colours import (
+    EMPTY_COLOUR,
+    HITS_CMAP,
+    PICKED_NODE_COLOUR,
+    PROPERTY_CMAP,
+    UMATRIX_CMAP,
+    add_placed_dots,
+    category_colours,
+    finite_range,
+)
 from explorer.data import ExplorerData, label
 from explorer.session import weak_hook
 from explorer.state import SelectionState
@@ -24,7 +32,6 @@ MODES = ("Hits of selection", "Median of colour-by", "U-matrix")
 CELL = 20  # screen pixels per node, so markers tile the frame
 OUTLINE = 2  # screen pixels of a picked node's outline, half inside the 19-pixel marker: 17 × 17 keep the hit colour
 # Placed spectra: one dot per node holding any, drawn over the map by a renderer of this name
-PLACED_RENDERER = "placed-spectra"
 
 
 def node_xy(grid: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -172,12 +179,9 @@ class SomMap:
         self._handles.append(plot.handles)
         plot.handles["source"].selected.indices = list(self.selected_nodes)
         figure = plot.handles["plot"]
-        if figure.select_one({"name": PLACED_RENDERER}) is None:  # a hook may run again: one set of dots
-            source = ColumnDataSource(self._placed_marks())
-            dots = figure.scatter("x", "y", source=source, name=PLACED_RENDERER, nonselection_alpha=1.0,
-                                  **PLACED_MARK)
-            what = "placed spectra" if self.level == "desom1" else "placed galaxies"
-            figure.add_tools(HoverTool(renderers=[dots], tooltips=[(what, "@placed"), ("node", "@node")]))
+        what = "placed spectra" if self.level == "desom1" else "placed galaxies"
+        source = add_placed_dots(figure, self._placed_marks(), [(what, "@placed"), ("node", "@node")])
+        if source is not None:
             self._marks.append(source)
 
     def _placed_marks(self) -> dict[str, np.ndarray]:

@@ -12,8 +12,8 @@ import pytest
 from bokeh.document import Document
 from panel.io.state import set_curdoc
 
+from explorer.colours import PLACED_RENDERER
 from explorer.layout import create_app
-from explorer.som_grid import PLACED_RENDERER
 from precompute import assign, schema
 from precompute.bundle import Bundle
 from precompute.formats import write_spectra_set

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from panel_server import READY_JS
 
+from explorer.colours import PLACED_RENDERER
 from explorer.data import ExplorerData
-from explorer.som_grid import PLACED_RENDERER
 from precompute import assign, schema
 from precompute.formats import write_spectra_set
 
