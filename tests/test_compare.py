@@ -123,7 +123,7 @@ def test_select_and_compare_distances():
 def test_every_embedding_file_is_declared_per_embedding():
     assert {spec.at(embedding="x") for spec in schema.EMBEDDING_FILES} == {
         f"embeddings/x/{f}" for f in ("vectors.npy", "umap.npy", "knn.npy", "knn_distance.npy", "clusters.parquet",
-                                      "property_correlation.parquet")}
+                                      "property_correlation.parquet", "projector.pkl")}
 
 
 def test_dashboard_and_cli_give_the_same_statistic_and_p_value(real_bundle, capsys):

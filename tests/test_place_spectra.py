@@ -2,12 +2,14 @@
 code on the frozen maps, marked on the SOM maps, listed with a CSV download, bad files named, the bundle untouched."""
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import tempfile
 
 import numpy as np
 import pandas as pd
+import param
 import pytest
 from bokeh.document import Document
 from panel.io.state import set_curdoc
@@ -59,10 +61,21 @@ def page(real_bundle, tmp_path, monkeypatch):
     process's temporary files going to a folder the test looks into."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
+    # The upload's async callback runs to its end before the test goes on: without a served session Panel runs it
+    # on whatever event loop the process has, which after the browser tests may be running and leave it pending
+    monkeypatch.setattr(param.parameterized, "async_executor", run_to_completion)
     page = create_app(real_bundle)
     page.som_doc = render(page.dashboard.som.view)
     render(page.dashboard.place.view)
     return page
+
+
+def run_to_completion(callback) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(callback())
+    finally:
+        loop.close()
 
 
 def marks(dashboard, level: str) -> dict:
