@@ -6,6 +6,7 @@ import asyncio
 import io
 import os
 import tempfile
+import threading
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,7 @@ def page(real_bundle, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     # The upload's async callback runs to its end before the test goes on: without a served session Panel runs it
-    # on whatever event loop the process has, which after the browser tests may be running and leave it pending
+    # on this thread's event loop, which after the browser tests (Playwright's) is running, and leaves it pending
     monkeypatch.setattr(param.parameterized, "async_executor", run_to_completion)
     page = create_app(real_bundle)
     page.som_doc = render(page.dashboard.som.view)
@@ -71,11 +72,20 @@ def page(real_bundle, tmp_path, monkeypatch):
 
 
 def run_to_completion(callback) -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(callback())
-    finally:
-        loop.close()
+    """Run an async callback to its end on a loop of its own, in a thread (a loop may be running in this one)."""
+    failed = []
+
+    def run() -> None:
+        try:
+            asyncio.run(callback())
+        except BaseException as err:  # re-raised in the test's thread
+            failed.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def marks(dashboard, level: str) -> dict:
