@@ -32,17 +32,11 @@ def ranked_lines(data: ExplorerData, g: int) -> list[tuple[str, float]]:
     return [(line_name(names[i]), float(residuals[i])) for i in order]
 
 
-# The parts of a combined anomaly score (precompute.embeddings.ANOMALY_PARTS), in words
-PART_NAMES = {"anomaly_convlstm": "the emission-line cube's reconstruction error",
-              "anomaly_nucleus": "the nucleus's reconstruction error", "asymmetry": "the image's rotational asymmetry",
-              "fingerprint_typicality": "a DESOM-1 fingerprint unlike any other"}
-
-
 def ranked_lines_text(data: ExplorerData, g: int) -> str:
     row = data.galaxies.iloc[g]
     lines = ranked_lines(data, g)
     if "anomaly_convlstm" in row:  # a combined score: say which part drives it, then the autoencoder's residuals
-        driver = PART_NAMES.get(row.get("anomaly_driver"), row.get("anomaly_driver"))
+        driver = schema.ANOMALY_PARTS.get(row.get("anomaly_driver"), row.get("anomaly_driver"))
         head = (f"**Why unusual: {row['galaxy_id']}** — anomaly score {row['anomaly_score']:.2f}, driven most by "
                 f"{driver}. Reconstruction error {row['anomaly_convlstm']:.3f}, the mean absolute residual over "
                 f"detected voxels (asinh S/N units); per line, largest first:")

@@ -115,7 +115,7 @@ class ExplorerData:
         for section, grid, column, hits, umatrix, title in GALAXY_MAPS:
             if self.bundle.has(section) and self.desom2 is None:
                 self.desom2 = {**self.bundle.read(grid), "name": "desom2", "title": title, "hits": hits,
-                               "umatrix": umatrix}
+                               "umatrix": umatrix, "node_column": column}
                 self.galaxy_node2 = galaxies[column].to_numpy(np.int64)
         self.embeddings: dict = self.bundle.read(schema.EMBEDDING_INDEX) if self.bundle.has("embeddings") else {}
         self.galaxies = self._with_derived_columns(galaxies)

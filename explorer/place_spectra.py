@@ -26,11 +26,12 @@ from explorer.state import SelectionState
 
 ACCEPT = ".fits,.fits.gz,.fit"
 # assign's placement columns shown on the page (the CSV download keeps every column, node property medians too)
-SHOWN = ["source", "spectrum", "galaxy_id", "node", "bmu_row", "bmu_col", "desom2_node", "qe", "recon_error",
-         "coverage", "second_node", "confidence", "error"]
+SHOWN = ["source", "spectrum", "galaxy_id", "node", "bmu_row", "bmu_col", "desom2_node", "sed_node", "sed_kmeans", "qe",
+         "recon_error", "coverage", "second_node", "confidence", "error"]
 HELP = ("Spectra-set FITS files, SDSS `spec-*.fits` or MaNGA / CALIFA cubes are placed on this bundle's frozen maps "
         "as `python -m precompute assign` places them; a MaNGA cube needs its redshift from a catalogue (drpall "
-        "`nsa_z`); a cube is also dotted on the UMAP of the `fingerprint` embedding. The files stay out of the bundle. Uploads travel over the page's websocket: over ~15 MB in all "
+        "`nsa_z`); a cube is also dotted on the UMAP of the `fingerprint` embedding, a single spectrum on that of "
+        "`desom1_latent` when the bundle's objects are single spectra. The files stay out of the bundle. Uploads travel over the page's websocket: over ~15 MB in all "
         "(most MaNGA cubes) needs `panel serve app.py --websocket-max-message-size 200000000`.")
 
 
@@ -82,7 +83,7 @@ def _named(placed: pd.DataFrame, path: str, name: str) -> pd.DataFrame:
 def shown_table(placed: pd.DataFrame) -> pd.DataFrame:
     """The placement columns as the page shows them (integers with blanks where a row was not placed)."""
     frame = placed[[c for c in SHOWN if c in placed]].copy()
-    for column in ("spectrum", "node", "bmu_row", "bmu_col", "desom2_node", "second_node"):
+    for column in ("spectrum", "node", "bmu_row", "bmu_col", "desom2_node", "sed_node", "sed_kmeans", "second_node"):
         if column in frame:
             values = pd.to_numeric(frame[column], errors="coerce")
             frame[column] = pd.Series([None if pd.isna(v) else int(v) for v in values], frame.index, object)

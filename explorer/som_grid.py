@@ -94,10 +94,10 @@ def map_name(data: ExplorerData, level: str) -> str:
     return "DESOM-1" if level == "desom1" else data.desom2["title"]
 
 
-def placed_nodes(placed: pd.DataFrame | None, level: str) -> np.ndarray:
-    """Nodes of what the session placed (rows of `assign`'s table): on DESOM-1 one per spectrum placed, on DESOM-2
-    one per galaxy (a cube's rows all carry its `desom2_node`)."""
-    column = "node" if level == "desom1" else "desom2_node"
+def placed_nodes(placed: pd.DataFrame | None, level: str, grid: dict) -> np.ndarray:
+    """Nodes of what the session placed (rows of `assign`'s table): on DESOM-1 one per spectrum placed, on the map
+    of galaxies one per galaxy (a cube's rows all carry its `desom2_node`; a seed-002 object's its `sed_node`)."""
+    column = "node" if level == "desom1" else grid["node_column"]
     if placed is None or column not in placed:
         return np.zeros(0, np.int64)
     if level == "desom2":
@@ -185,7 +185,8 @@ class SomMap:
             self._marks.append(source)
 
     def _placed_marks(self) -> dict[str, np.ndarray]:
-        return placed_marks(getattr(self.data, self.level), placed_nodes(self.state.placed, self.level))
+        grid = getattr(self.data, self.level)
+        return placed_marks(grid, placed_nodes(self.state.placed, self.level, grid))
 
     def _show_placed(self, *_):
         marks = self._placed_marks()

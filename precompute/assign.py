@@ -10,7 +10,9 @@ error over the observed pixels, `coverage` (share of the rest-frame grid observe
 nearest prototype), `confidence` (0–1: how much of the latent neighbourhood weight falls on the node and its grid
 neighbours) and the member medians of every property of that node. Rows of a cube also carry the galaxy's
 fingerprint (non-zero nodes as ``k:value``), its DESOM-2 node and its position on the fingerprint embedding's UMAP
-(``fingerprint_umap_1``, ``fingerprint_umap_2``, through the bundle's fitted projector).
+(``fingerprint_umap_1``, ``fingerprint_umap_2``, through the bundle's fitted projector). On a bundle of single
+spectra (seed 002) a spectrum gets its place among them instead: MiniSom node ``sed_node``, k-means group
+``sed_kmeans`` and position on the latent UMAP (``desom1_latent_umap_1``, ``desom1_latent_umap_2``).
 
 A spectrum need not cover the whole grid (an SDSS spectrum starting at 3811 Å rest-frame, a chip gap, masked
 sky): its missing pixels are filled by gappy reconstruction and, if its normalisation window is missing, its level
@@ -40,8 +42,8 @@ from precompute.models.som import best_matching_units
 from precompute.observation import InputError
 from precompute.placement import MIN_COVERAGE, place_spectra
 from precompute.prepare import rest_frame_grid
+from precompute.sed_map import nearest
 
-FINGERPRINT_EMBEDDING = "fingerprint"  # the embedding a new cube has without its cube models: its fingerprint
 COLUMNS = ["source", "spectrum", "galaxy_id", "node", "bmu_row", "bmu_col", "qe", "recon_error", "coverage",
            "second_node", "confidence"]
 
@@ -56,6 +58,7 @@ class FrozenMaps:
     node_scale: np.ndarray | None  # fingerprint normalisation levels (None without a fingerprints section)
     desom2: DESOM | None  # the DESOM-2 model (DESOM backend)
     desom2_prototypes: np.ndarray | None  # [K2, rows*cols] fingerprint prototypes (MiniSom backend)
+    sed_map: tuple[np.ndarray, np.ndarray] | None  # seed-002 bundles: (MiniSom weights, k-means centres) in latent
     _projectors: dict = field(default_factory=dict)  # embedding -> fitted projector (None: not stored), when used
 
     @classmethod
@@ -75,16 +78,20 @@ class FrozenMaps:
             else:
                 prototypes = np.asarray(bundle.read(schema.DESOM2_PROTOTYPES), np.float32)
                 prototypes = prototypes.reshape(len(prototypes), -1)
-        return cls(bundle, desom1, medians, node_scale, desom2, prototypes)
+        sed_map = ((np.asarray(bundle.read(schema.SED_WEIGHTS)), np.asarray(bundle.read(schema.SED_KMEANS_CENTRES)))
+                   if bundle.has("sed_map") else None)
+        return cls(bundle, desom1, medians, node_scale, desom2, prototypes, sed_map)
 
-    def place(self, flux: np.ndarray, ivar: np.ndarray, min_coverage: float = MIN_COVERAGE) -> pd.DataFrame:
-        """Per prepared spectrum (precompute.placement.place_spectra): node, bmu_row, bmu_col, qe, recon_error,
-        coverage, second_node, confidence, error ("" or why it was not placed) and the node's property medians."""
+    def place(self, flux: np.ndarray, ivar: np.ndarray,
+              min_coverage: float = MIN_COVERAGE) -> tuple[pd.DataFrame, np.ndarray]:
+        """Per prepared spectrum (precompute.placement.place_spectra): the table (node, bmu_row, bmu_col, qe,
+        recon_error, coverage, second_node, confidence, error: "" or why it was not placed, and the node's
+        property medians) and the DESOM-1 latent codes [N, latent_dim]."""
         prepare_config = self.bundle.config["prepare"]
         placement = place_spectra(self.desom1, flux, ivar, rest_frame_grid(prepare_config),
                                   prepare_config["norm_window"], min_coverage)
         medians = self.node_medians.reindex(placement.node).reset_index(drop=True)  # node -1: NaN
-        return pd.concat([placement.table(self.desom1.cols), medians], axis=1)
+        return pd.concat([placement.table(self.desom1.cols), medians], axis=1), placement.latent
 
     def umap_position(self, embedding: str, vectors: np.ndarray) -> np.ndarray | None:
         """UMAP coordinates [n, 2] of new vectors of one of the bundle's embeddings through its fitted projector
@@ -163,7 +170,7 @@ def assign_file(unit, bundle_path: str, catalogue=None, device: str = "cpu",
         except InputError as err:
             frames.append(_error_row(path, spectrum, obs.id, err))
             continue
-        placed = maps.place(galaxy.bin_flux, galaxy.bin_ivar, min_coverage)
+        placed, latent = maps.place(galaxy.bin_flux, galaxy.bin_ivar, min_coverage)
         placed.insert(0, "galaxy_id", galaxy.galaxy_id)
         placed.insert(0, "spectrum", galaxy.bins["bin_id"].to_numpy() if obs.is_cube else index)
         placed.insert(0, "source", path)
@@ -175,12 +182,24 @@ def assign_file(unit, bundle_path: str, catalogue=None, device: str = "cpu",
             fingerprint, node2 = maps.galaxy_fingerprint(placed.loc[on_map, "node"].to_numpy(np.int64))
             placed.insert(len(COLUMNS), "fingerprint", fingerprint_string(fingerprint))
             placed.insert(len(COLUMNS), "desom2_node", node2)
-            xy = maps.umap_position(FINGERPRINT_EMBEDDING, fingerprint[None])
-            if xy is not None:
-                placed.insert(len(COLUMNS), schema.umap_columns(FINGERPRINT_EMBEDDING)[1], xy[0, 1])
-                placed.insert(len(COLUMNS), schema.umap_columns(FINGERPRINT_EMBEDDING)[0], xy[0, 0])
+            _insert_umap(placed, schema.FINGERPRINT_EMBEDDING, maps.umap_position(schema.FINGERPRINT_EMBEDDING, fingerprint[None]))
+        elif not obs.is_cube and maps.sed_map is not None and on_map.all():
+            # a seed-002 bundle's objects are single spectra: the new one gets their map node, group and UMAP place
+            weights, centres = maps.sed_map
+            placed.insert(len(COLUMNS), "sed_kmeans", nearest(centres, latent))
+            placed.insert(len(COLUMNS), "sed_node", nearest(weights, latent))
+            _insert_umap(placed, schema.LATENT_EMBEDDING, maps.umap_position(schema.LATENT_EMBEDDING, latent))
         frames.append(placed)
     return frames
+
+
+def _insert_umap(placed: pd.DataFrame, embedding: str, xy: np.ndarray | None) -> None:
+    """The embedding's UMAP columns after assign's own (nothing when the bundle keeps no projector for it); one
+    position for all rows (a cube's bins) or one per row."""
+    if xy is not None:
+        xy = np.broadcast_to(xy, (len(placed), 2))
+        for column, values in zip(reversed(schema.umap_columns(embedding)), xy.T[::-1]):
+            placed.insert(len(COLUMNS), column, values)
 
 
 def _error_row(path, spectrum, galaxy_id, err: Exception) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
         galaxies, bins = prepare.write_core(writer, galaxies_prepared, config)
         wave = prepare.rest_frame_grid(config["prepare"])
 
-        flux, ivar = writer.read(schema.FLUX), writer.read(schema.IVAR)
+        flux, ivar = writer.read_rows(schema.FLUX), writer.read_rows(schema.IVAR)  # streamed, never loaded whole
         t0 = time.perf_counter()
         spaxel_bins = writer.read(schema.SPAXEL_BINS)
         single = sum(np.size(b) == 1 for b in spaxel_bins.values())
@@ -118,9 +118,9 @@ def build_single_spectra(writer: BundleWriter, galaxies, bins, wave, flux, ivar,
     latent = sed_map.galaxy_latent(bins, latent, len(galaxies))
     galaxies = sed_map.build_sed_map(writer, galaxies, latent, config)
     description = "seed 002: DESOM-1 latent code of each spectrum"
-    writer.metrics["embeddings"] = {sed_map.LATENT_EMBEDDING: embeddings.write_embedding(
-        writer, sed_map.LATENT_EMBEDDING, latent, galaxies, "euclidean", config)}
-    writer.write(schema.EMBEDDING_INDEX, {sed_map.LATENT_EMBEDDING: {"dim": int(latent.shape[1]), "metric": "euclidean",
+    writer.metrics["embeddings"] = {schema.LATENT_EMBEDDING: embeddings.write_embedding(
+        writer, schema.LATENT_EMBEDDING, latent, galaxies, "euclidean", config)}
+    writer.write(schema.EMBEDDING_INDEX, {schema.LATENT_EMBEDDING: {"dim": int(latent.shape[1]), "metric": "euclidean",
                                                                     "description": description}})
     writer.section("embeddings")
     return galaxies, bins

@@ -18,7 +18,10 @@ import numpy as np
 import pandas as pd
 
 from precompute import schema
+from precompute.rows import NpyRows, NpyRowWriter
 from precompute.schema import SCHEMA_VERSION, BundleFile
+
+SCRATCH = ".scratch"  # inside the unfinished bundle: see BundleWriter.scratch
 
 
 class BundleError(RuntimeError):
@@ -55,6 +58,7 @@ class BundleWriter:
         if exc_type is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             return
+        shutil.rmtree(self._tmp / SCRATCH, ignore_errors=True)
         try:
             self._write_manifest()
         except BaseException:
@@ -92,14 +96,26 @@ class BundleWriter:
             target.write_bytes(value)
 
     def read(self, spec: BundleFile, **names) -> np.ndarray:
-        """An array already written into the unfinished bundle, memory-mapped (later stages read the spectra)."""
+        """A (small) array already written into the unfinished bundle, memory-mapped."""
         return np.load(self._tmp / spec.at(**names), mmap_mode="r")
 
-    def open_array(self, spec: BundleFile, shape: tuple[int, ...], **names) -> np.ndarray:
-        """A writable .npy memory map of a declared array, for arrays written chunk by chunk."""
+    def read_rows(self, spec: BundleFile, **names) -> NpyRows:
+        """A survey-size array already written, as rows read on demand (precompute.rows: no memory map)."""
+        return NpyRows(self._tmp / spec.at(**names))
+
+    def open_rows(self, spec: BundleFile, shape: tuple[int, ...], **names) -> NpyRowWriter:
+        """A declared array written block of rows by block of rows (precompute.rows); `close` it."""
         if spec.kind != "array":
             raise BundleError(f"{spec.path} is a {spec.kind}, not an array")
-        return np.lib.format.open_memmap(self._file(spec.at(**names)), "w+", np.dtype(spec.dtype), shape)
+        return NpyRowWriter(self._file(spec.at(**names)), shape, spec.dtype)
+
+    def scratch(self, name: str) -> Path:
+        """A folder for a stage's intermediate files (e.g. model inputs streamed from disk). It lives inside the
+        unfinished bundle, so whatever ends the build (success, error or kill) removes it with the bundle's
+        temporary folder; it is never part of the bundle."""
+        folder = self._tmp / SCRATCH / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def section(self, name: str) -> None:
         """Declare that the bundle carries an optional section (its files are checked on reading)."""

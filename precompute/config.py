@@ -78,7 +78,9 @@ DEFAULT_CONFIG: dict = {
         "temperature": 0.5,
         "epochs": 60,  # at most; early stopping usually ends training sooner
         "patience": 5,  # early stopping on the validation NT-Xent loss
-        "passes_per_epoch": 3,  # each epoch sees every training galaxy this often, in new augmentations
+        "passes_per_epoch": 3,  # each epoch sees its training galaxies this often, in new augmentations
+        # at most this many training galaxies an epoch (a new random draw each; all of the demo's ~140): bounds its cost
+        "max_galaxies_per_epoch": 256,
         "batch_size": 64,
         "learning_rate": 1.0e-3,
         "weight_decay": 1.0e-5,
@@ -100,6 +102,7 @@ DEFAULT_CONFIG: dict = {
         "learning_rate": 2.0e-3,
         "snr_softening": 3.0,  # the network sees asinh(S/N / this)
         "detection_snr": 3.0,  # the score averages the errors of voxels detected at this S/N (data or model)
+        "max_galaxies_per_epoch": 2048,  # a random draw of this many training galaxies per epoch bounds its cost
     },
     "image_vae": {  # seed 004: convolutional VAE on single-band log-scaled images
         "latent_dim": 16,  # 2 gives a map to look at directly
@@ -266,7 +269,7 @@ SIZES = {  # integers >= 1
     "max_train_spectra", "histogram_bins", "image_size", "n_components", "max_fit_spectra", "map_size",
     "n_features", "projection_dim", "passes_per_epoch", "n_bins", "crop", "hidden", "traversal_steps",
     "n_neighbours", "umap_neighbours", "gmm_components", "correlation_components", "kmeans_k", "minisom_rows",
-    "minisom_cols", "minisom_epochs", "channels", "cluster_ks",
+    "minisom_cols", "minisom_epochs", "channels", "cluster_ks", "max_galaxies_per_epoch",
 }
 FRACTIONS = {  # numbers in [0, 1]
     "val_fraction", "validation_fraction", "ema_decay", "p_noise", "p_blur", "p_resize", "p_stars",

@@ -15,12 +15,14 @@ than the grid is first binned by the smallest integer factor that makes it fit (
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
 from precompute.prepare import masked_median
+from precompute.rows import NpyRows, NpyRowWriter
 
 # Vacuum rest wavelengths (Å) of the emission lines of the anomaly cubes (MaNGA DAP line list).
 EMISSION_LINES = {
@@ -64,9 +66,9 @@ def _fill_with(flux: np.ndarray, good: np.ndarray, fill: np.ndarray) -> np.ndarr
     return np.where(good, flux, fill)
 
 
-def _usable(galaxy) -> tuple[np.ndarray, np.ndarray]:
+def _usable(galaxy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(flux [n, n_wave], good [n, n_wave]) of the spaxels with enough good pixels, and their flat indices."""
-    ny, nx, n_wave = galaxy.spaxel_flux.shape
+    n_wave = galaxy.spaxel_flux.shape[-1]
     flux = galaxy.spaxel_flux.reshape(-1, n_wave)
     good = galaxy.spaxel_ivar.reshape(-1, n_wave) > 0
     keep = np.flatnonzero(good.mean(axis=1) >= MIN_GOOD_FRACTION)
@@ -125,7 +127,8 @@ class CubeMaps:
     """PCA of good-S/N spaxel spectra, fitted once; each galaxy → ``[n_components + 1, S, S]`` maps and a noise map.
 
     ``wave`` is the rest-frame grid of the prepared spectra; ``snr_window`` where the spaxel S/N is measured.
-    Fitted state: ``pca_`` (sklearn PCA), ``n_fit_spectra_``.
+    Galaxies are read one at a time (a list, or `precompute.shards.StagedGalaxies` loading each from disk), so
+    memory does not grow with the survey. Fitted state: ``pca_`` (sklearn PCA), ``n_fit_spectra_``.
     """
 
     def __init__(self, wave: np.ndarray, n_components: int = 29, min_snr: float = 30.0, map_size: int = 32,
@@ -133,23 +136,30 @@ class CubeMaps:
         self.wave, self.n_components, self.min_snr, self.map_size = np.asarray(wave), n_components, min_snr, map_size
         self.snr_window, self.max_fit_spectra, self.seed = tuple(snr_window), max_fit_spectra, seed
 
-    def fit(self, galaxies: list) -> "CubeMaps":
+    def fit(self, galaxies, rows: np.ndarray | None = None) -> CubeMaps:
+        """Fit the PCA on the spectra with S/N > ``min_snr`` of the galaxies ``rows`` of ``galaxies`` (all by
+        default), at most ``max_fit_spectra`` of them drawn at random. Two passes, one galaxy in memory at a time:
+        the first counts each galaxy's spectra, the second keeps the drawn ones, so the memory held is that of
+        ``max_fit_spectra`` spectra whatever the survey."""
         rng = np.random.default_rng(self.seed)
-        chosen_flux, chosen_good = [], []
-        for galaxy in galaxies:
-            self._check(galaxy)
-            flux, good, keep = _usable(galaxy)
-            ivar = galaxy.spaxel_ivar.reshape(-1, self.wave.size)[keep]
-            bright = spaxel_snr(flux, ivar, self.wave, self.snr_window) > self.min_snr
-            chosen_flux.append(flux[bright])
-            chosen_good.append(good[bright])
-        flux, good = np.concatenate(chosen_flux), np.concatenate(chosen_good)
-        if len(flux) <= self.n_components:
-            raise ValueError(f"only {len(flux)} spaxel spectra have S/N > {self.min_snr}: too few for "
+        rows = np.arange(len(galaxies)) if rows is None else np.asarray(rows)
+        counts = np.array([len(self._bright(galaxies[i])[0]) for i in rows], dtype=np.int64)
+        total = int(counts.sum())
+        if total <= self.n_components:
+            raise ValueError(f"only {total} spaxel spectra have S/N > {self.min_snr}: too few for "
                              f"{self.n_components} principal components (lower contrastive.pca_min_snr)")
-        if len(flux) > self.max_fit_spectra:
-            pick = np.sort(rng.choice(len(flux), self.max_fit_spectra, replace=False))
-            flux, good = flux[pick], good[pick]
+        pick = np.arange(total)
+        if total > self.max_fit_spectra:
+            pick = np.sort(rng.choice(total, self.max_fit_spectra, replace=False))
+        ends = np.cumsum(counts)
+        owner = np.searchsorted(ends, pick, side="right")  # position in `rows` of the galaxy of each drawn spectrum
+        chosen_flux, chosen_good = [], []
+        for j in np.unique(owner):
+            flux, good = self._bright(galaxies[rows[j]])
+            mine = pick[owner == j] - (ends[j] - counts[j])
+            chosen_flux.append(flux[mine])
+            chosen_good.append(good[mine])
+        flux, good = np.concatenate(chosen_flux), np.concatenate(chosen_good)
         # Bad pixels take the mean of the good ones at that wavelength, so they add no variance
         mean = np.where(good, flux, 0.0).sum(axis=0) / np.maximum(good.sum(axis=0), 1)
         self.pca_ = PCA(self.n_components, svd_solver="randomized", random_state=self.seed)
@@ -157,32 +167,47 @@ class CubeMaps:
         self.n_fit_spectra_ = len(flux)
         return self
 
-    def transform(self, galaxies: list, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``(maps, noise)`` of every galaxy: maps float32 ``[N, n_components + 1, S, S]`` (PCA coefficients, then
-        the luminosity in LUMINOSITY_UNIT), noise float32 ``[N, S, S]``: each spaxel's 1σ per spectral pixel of
-        its normalised spectrum (1 / S/N), which the augmentations need to reach a uniform S/N. 0 = no data."""
+    def _bright(self, galaxy) -> tuple[np.ndarray, np.ndarray]:
+        """(flux, good) ``[n, n_wave]`` of the usable spaxels of ``galaxy`` with S/N > ``min_snr``."""
+        self._check(galaxy)
+        flux, good, keep = _usable(galaxy)
+        ivar = galaxy.spaxel_ivar.reshape(-1, self.wave.size)[keep]
+        bright = spaxel_snr(flux, ivar, self.wave, self.snr_window) > self.min_snr
+        return flux[bright], good[bright]
+
+    def galaxy_maps(self, galaxy) -> tuple[np.ndarray, np.ndarray]:
+        """``(maps, noise)`` of one galaxy: maps float32 ``[n_components + 1, S, S]`` (PCA coefficients, then the
+        luminosity in LUMINOSITY_UNIT), noise float32 ``[S, S]``: each spaxel's 1σ per spectral pixel of its
+        normalised spectrum (1 / S/N), which the augmentations need to reach a uniform S/N. 0 = no data."""
+        self._check(galaxy)
         size, c = self.map_size, self.n_components + 1
-        maps = np.zeros((len(galaxies), c, size, size), dtype=np.float32)
-        noise = np.zeros((len(galaxies), size, size), dtype=np.float32)
         how = ("mean",) * self.n_components + ("sum", "noise")
-        for g, galaxy in enumerate(tqdm(galaxies, desc="cube maps", disable=not progress, leave=False)):
-            self._check(galaxy)
-            ny, nx, _ = galaxy.spaxel_flux.shape
-            flux, good, keep = _usable(galaxy)
-            channels = np.zeros((c + 1, ny * nx))
-            if len(keep):
-                channels[:-2, keep] = self.pca_.transform(_fill_with(flux, good, self.pca_.mean_)).T
-                channels[-2, keep] = spaxel_luminosity(galaxy).reshape(-1)[keep] / LUMINOSITY_UNIT
-                ivar = galaxy.spaxel_ivar.reshape(-1, self.wave.size)[keep]
-                snr = spaxel_snr(flux, ivar, self.wave, self.snr_window)
-                channels[-1, keep] = 1.0 / np.maximum(snr, 1e-3)
-            occupied = np.zeros(ny * nx, dtype=bool)
-            occupied[keep] = channels[-2, keep] > 0
-            binned = bin_spaxels(channels.reshape(-1, ny, nx), occupied.reshape(ny, nx),
-                                 bin_factor((ny, nx), size), how)
-            placed = place_centred(binned, size)
-            maps[g], noise[g] = placed[:-1], placed[-1]
-        return maps, noise
+        ny, nx, _ = galaxy.spaxel_flux.shape
+        flux, good, keep = _usable(galaxy)
+        channels = np.zeros((c + 1, ny * nx))
+        if len(keep):
+            channels[:-2, keep] = self.pca_.transform(_fill_with(flux, good, self.pca_.mean_)).T
+            channels[-2, keep] = spaxel_luminosity(galaxy).reshape(-1)[keep] / LUMINOSITY_UNIT
+            ivar = galaxy.spaxel_ivar.reshape(-1, self.wave.size)[keep]
+            snr = spaxel_snr(flux, ivar, self.wave, self.snr_window)
+            channels[-1, keep] = 1.0 / np.maximum(snr, 1e-3)
+        occupied = np.zeros(ny * nx, dtype=bool)
+        occupied[keep] = channels[-2, keep] > 0
+        binned = bin_spaxels(channels.reshape(-1, ny, nx), occupied.reshape(ny, nx), bin_factor((ny, nx), size), how)
+        placed = place_centred(binned, size).astype(np.float32)
+        return placed[:-1], placed[-1]
+
+    def write(self, galaxies, folder: Path, progress: bool = False) -> tuple[NpyRows, NpyRows]:
+        """`galaxy_maps` of every galaxy (``galaxies`` is read once, in order) written to ``folder`` (maps.npy
+        ``[N, n_components + 1, S, S]``, noise.npy ``[N, S, S]``) galaxy by galaxy, returned as rows read on demand:
+        one galaxy's maps in memory while writing, whatever the survey size (0.13 MB a galaxy at 30 × 32²)."""
+        size, n = self.map_size, len(galaxies)
+        paths = Path(folder) / "maps.npy", Path(folder) / "noise.npy"
+        with (NpyRowWriter(paths[0], (n, self.n_components + 1, size, size), np.float32) as maps,
+              NpyRowWriter(paths[1], (n, size, size), np.float32) as noise):
+            for g, galaxy in enumerate(tqdm(galaxies, desc="cube maps", disable=not progress, leave=False)):
+                maps[g], noise[g] = self.galaxy_maps(galaxy)
+        return NpyRows(paths[0]), NpyRows(paths[1])
 
     def _check(self, galaxy) -> None:
         if galaxy.spaxel_flux.ndim != 3 or galaxy.spaxel_flux.shape[-1] != self.wave.size:
@@ -205,17 +230,18 @@ def line_windows(wave: np.ndarray, n_bins: int = 10, lines: dict[str, float] = E
     return windows, bands
 
 
-def emission_line_cubes(galaxies: list, wave: np.ndarray, n_bins: int = 10, crop: int = 32,
-                        progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Continuum-subtracted flux around each line in a centred crop: ``(cubes, sigma, good)``, each
-    ``[N, n_lines, n_bins, crop, crop]``: the flux (float32, units of the normalised continuum), its 1σ
-    (float32) and whether the voxel has data (bool). The continuum is the mean of the good side-band pixels of
-    each line in each spaxel; voxels that are bad, without continuum or outside the IFU are not good (0)."""
+LINE_CUBE_DTYPES = {"cubes": np.float32, "sigma": np.float32, "good": bool}  # of the three arrays, in order
+
+
+def each_emission_line_cube(galaxies, wave: np.ndarray, n_bins: int = 10, crop: int = 32, progress: bool = False):
+    """Continuum-subtracted flux around each line in a centred crop, one galaxy at a time (``galaxies`` is read
+    once, in order): yields ``(cube, sigma, good)``, each ``[n_lines, n_bins, crop, crop]``: the flux (float32,
+    units of the normalised continuum), its 1σ (float32) and whether the voxel has data (bool). The continuum is
+    the mean of the good side-band pixels of each line in each spaxel; voxels that are bad, without continuum or
+    outside the IFU are not good (0)."""
     windows, bands = line_windows(wave, n_bins)
     n_lines = len(windows)
-    shape = (len(galaxies), n_lines, n_bins, crop, crop)
-    cubes, sigma, good = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, bool)
-    for g, galaxy in enumerate(tqdm(galaxies, desc="emission-line cubes", disable=not progress, leave=False)):
+    for galaxy in tqdm(galaxies, desc="emission-line cubes", disable=not progress, leave=False):
         ny, nx, n_wave = galaxy.spaxel_flux.shape
         if n_wave != wave.size:
             raise ValueError(f"{galaxy.galaxy_id}: spaxel spectra have {n_wave} pixels, the grid {wave.size}")
@@ -227,9 +253,31 @@ def emission_line_cubes(galaxies: list, wave: np.ndarray, n_bins: int = 10, crop
         valid = (ivar > 0) & (counts > 0)[:, :, None]  # [n_spaxels, n_lines, n_bins]
         line = np.where(valid, flux[:, windows] - continuum[:, :, None], 0.0)
         error = np.where(valid, 1.0 / np.sqrt(np.where(valid, ivar, 1.0)), 0.0)
+        yield tuple(place_centred(values.transpose(1, 2, 0).reshape(n_lines, n_bins, ny, nx), crop).astype(dtype)
+                    for values, dtype in zip((line, error, valid), LINE_CUBE_DTYPES.values()))
 
-        def placed(values):
-            return place_centred(values.transpose(1, 2, 0).reshape(n_lines, n_bins, ny, nx), crop)
 
-        cubes[g], sigma[g], good[g] = placed(line), placed(error), placed(valid)
+def emission_line_cubes(galaxies: list, wave: np.ndarray, n_bins: int = 10, crop: int = 32,
+                        progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cubes of `each_emission_line_cube` in memory: ``(cubes, sigma, good)``, each
+    ``[N, n_lines, n_bins, crop, crop]`` (a few galaxies; a survey's go to disk: `write_emission_line_cubes`)."""
+    shape = (len(galaxies), len(EMISSION_LINES), n_bins, crop, crop)
+    cubes, sigma, good = (np.zeros(shape, dtype) for dtype in LINE_CUBE_DTYPES.values())
+    for g, rows in enumerate(each_emission_line_cube(galaxies, wave, n_bins, crop, progress)):
+        cubes[g], sigma[g], good[g] = rows
     return cubes, sigma, good
+
+
+def write_emission_line_cubes(galaxies, wave: np.ndarray, folder: Path, n_bins: int = 10, crop: int = 32,
+                              progress: bool = False) -> tuple[NpyRows, NpyRows, NpyRows]:
+    """The cubes of `each_emission_line_cube` written to ``folder`` (cubes.npy, sigma.npy, good.npy) galaxy by
+    galaxy, returned as rows read on demand: one galaxy's cubes in memory while writing, whatever the survey size
+    (1.75 MB a galaxy with 19 lines × 10 bins × 32²)."""
+    shape = (len(galaxies), len(EMISSION_LINES), n_bins, crop, crop)
+    paths = {name: Path(folder) / f"{name}.npy" for name in LINE_CUBE_DTYPES}
+    with (NpyRowWriter(paths["cubes"], shape, LINE_CUBE_DTYPES["cubes"]) as cubes,
+          NpyRowWriter(paths["sigma"], shape, LINE_CUBE_DTYPES["sigma"]) as sigma,
+          NpyRowWriter(paths["good"], shape, LINE_CUBE_DTYPES["good"]) as good):
+        for g, rows in enumerate(each_emission_line_cube(galaxies, wave, n_bins, crop, progress)):
+            cubes[g], sigma[g], good[g] = rows
+    return tuple(NpyRows(path) for path in paths.values())

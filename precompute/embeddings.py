@@ -36,7 +36,7 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
     project every embedding (those and the fingerprints) and write the ``embeddings`` section and one section per
     model. ``prepared`` are the PreparedGalaxy objects in the row order of ``galaxies``; ``fingerprints``
     ``[n_galaxies, rows, cols]`` from the spectral-maps stage (or None).
-    Returns ``galaxies``, with ``anomaly_score`` and its parts (`ANOMALY_PARTS`) added when the anomaly model ran."""
+    Returns ``galaxies``, with ``anomaly_score`` and its parts (`schema.ANOMALY_PARTS`) added when the anomaly model ran."""
     from precompute.device import resolve_device
     from precompute.prepare import rest_frame_grid
     from precompute.projections import property_correlation
@@ -63,7 +63,7 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
         latent = _image_vae(writer, galaxies, prepared, config, device)
         embeddings["image_vae"] = (latent, "euclidean", "seed 004: VAE latent means of log-scaled r-band images")
     if fingerprints is not None:
-        embeddings["fingerprint"] = (np.asarray(fingerprints, dtype=np.float32).reshape(len(galaxies), -1),
+        embeddings[schema.FINGERPRINT_EMBEDDING] = (np.asarray(fingerprints, dtype=np.float32).reshape(len(galaxies), -1),
                                      "euclidean", "seed 001: histogram of binned spectra over DESOM-1 nodes")
 
     writer.metrics["embeddings"] = {}
@@ -72,7 +72,7 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
         writer.metrics["embeddings"][name] = write_embedding(writer, name, vectors, galaxies, metric, config,
                                                             knn_distance=neighbours)
     if "anomaly" in models:
-        galaxies = _combine_anomaly(writer, galaxies, neighbours.get("fingerprint"), config)
+        galaxies = _combine_anomaly(writer, galaxies, neighbours.get(schema.FINGERPRINT_EMBEDDING), config)
         # the score needs the fingerprint's neighbours, so it exists only now: the seed-000 Fig. 10 tables, written
         # with the projections, get its column too
         for name, (vectors, _, _) in embeddings.items():
@@ -98,7 +98,8 @@ def write_embedding(writer: BundleWriter, name: str, vectors: np.ndarray, galaxi
                       (schema.EMBEDDING_KNN, "knn"), (schema.EMBEDDING_KNN_DISTANCE, "knn_distance"),
                       (schema.EMBEDDING_CLUSTERS, "clusters"), (schema.EMBEDDING_CORRELATION, "property_correlation")):
         writer.write(spec, out[key], embedding=name)
-    writer.write(schema.EMBEDDING_PROJECTOR, pickle.dumps(out["projector"]), embedding=name)
+    if name in schema.PLACED_EMBEDDINGS:  # the only ones a reader projects new objects on
+        writer.write(schema.EMBEDDING_PROJECTOR, pickle.dumps(out["projector"]), embedding=name)
     if knn_distance is not None:
         knn_distance[name] = out["knn_distance"]
     figures = truth_figures(out["vectors"], galaxies, metric, out["knn_distance"], out["clusters"],
@@ -116,14 +117,14 @@ def _contrastive(writer, galaxies, prepared, wave, config, device) -> np.ndarray
     start = time.perf_counter()
     lo, hi = config["prepare"]["norm_window"]
     cube_maps = CubeMaps(wave, cfg["n_components"], cfg["pca_min_snr"], cfg["map_size"], (lo - 500.0, hi + 500.0),
-                         cfg["max_fit_spectra"], seed)
-    cube_maps.fit([g for g, t in zip(prepared, train) if t])
-    maps, noise = cube_maps.transform(prepared, progress=True)
+                         cfg["max_fit_spectra"], seed).fit(prepared, np.flatnonzero(train))
+    # 0.13 MB of maps a galaxy: on disk, read a batch at a time, so the stage's memory does not grow with the survey
+    maps, noise = cube_maps.write(prepared, writer.scratch("contrastive"), progress=True)
     model = ContrastiveEmbedding(
         cfg["n_features"], cfg["channels"], cfg["projection_dim"], cfg["temperature"], cfg["epochs"],
         cfg["patience"], cfg["passes_per_epoch"], cfg["batch_size"], cfg["learning_rate"], cfg["weight_decay"],
-        cfg["ema_decay"], cfg["augment"], seed, device,
-    ).fit(maps[train], noise[train], maps[~train], noise[~train])
+        cfg["ema_decay"], cfg["augment"], seed, device, max_galaxies_per_epoch=cfg["max_galaxies_per_epoch"],
+    ).fit(maps, noise, galaxies=train, validation=~train)
     vectors = model.transform(maps)
     seconds = time.perf_counter() - start
 
@@ -145,43 +146,59 @@ def _contrastive(writer, galaxies, prepared, wave, config, device) -> np.ndarray
     return vectors
 
 
-def augmented_retrieval(model, maps: np.ndarray, noise: np.ndarray, vectors: np.ndarray, held_out: np.ndarray,
+def augmented_retrieval(model, maps, noise, vectors: np.ndarray, held_out: np.ndarray,
                         seed: int, copies: int = 5) -> tuple[float, float]:
     """Share of augmented copies of held-out galaxies whose nearest galaxy in the embedding is the galaxy itself,
-    searching (all galaxies, the held-out galaxies only), over ``copies`` independent augmentations each."""
+    searching (all galaxies, the held-out galaxies only), over ``copies`` independent augmentations each.
+    ``maps`` and ``noise``: arrays or row sources of every galaxy (read a batch at a time)."""
     from precompute.models.contrastive import retrieval_accuracy
 
     among_all, among_held_out = [], []
     for copy in range(copies):
-        queries = model.transform(model.augmented(maps[held_out], noise[held_out], seed + 1 + copy))
+        queries = model.augmented_vectors(maps, noise, held_out, seed + 1 + copy)
         among_all.append(retrieval_accuracy(vectors, queries, held_out))
         among_held_out.append(retrieval_accuracy(vectors[held_out], queries))
     return float(np.mean(among_all)), float(np.mean(among_held_out))
 
 
-def cube_pca(maps: np.ndarray, train: np.ndarray, model, n_components: int = 32) -> np.ndarray:
+def cube_pca(maps, train: np.ndarray, model, n_components: int = 32, max_fit_galaxies: int = 256) -> np.ndarray:
     """Baseline embedding: the cube maps (scaled as the network sees them) flattened and reduced by PCA fitted
-    on the training galaxies — what a CNN has to beat."""
+    on the training galaxies (``train``, a boolean mask) — what a CNN has to beat. In a survey of more than
+    ``max_fit_galaxies`` training galaxies the PCA is fitted on a random sample of that many (seeded by the
+    model's seed): 32 components of a few hundred galaxies are well determined, and the fit's memory
+    (0.12 MB a galaxy) stays bounded. ``maps``: an array or row source, read a batch at a time."""
     import torch
     from sklearn.decomposition import PCA
 
-    with torch.no_grad():
-        flat = model.network_.scale_input(torch.as_tensor(maps).to(model.device)).flatten(1).cpu().numpy()
-    pca = PCA(min(n_components, int(train.sum()) - 1), random_state=0).fit(flat[train])
-    return pca.transform(flat).astype(np.float32)
+    from precompute.models.contrastive import READ_ROWS
+
+    def flat(rows) -> np.ndarray:
+        with torch.no_grad():
+            batch = torch.as_tensor(np.asarray(maps[rows], dtype=np.float32)).to(model.device)
+            return model.network_.scale_input(batch).flatten(1).cpu().numpy()
+
+    fit_rows = np.flatnonzero(train)
+    if len(fit_rows) > max_fit_galaxies:
+        fit_rows = np.sort(np.random.default_rng(model.seed).choice(fit_rows, max_fit_galaxies, replace=False))
+    pca = PCA(min(n_components, len(fit_rows) - 1), random_state=0).fit(flat(fit_rows))
+    return np.concatenate([pca.transform(flat(slice(start, start + READ_ROWS)))
+                           for start in range(0, len(maps), READ_ROWS)]).astype(np.float32)
 
 
 def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    from precompute.cube_maps import EMISSION_LINES, emission_line_cubes
+    from precompute.cube_maps import EMISSION_LINES, write_emission_line_cubes
     from precompute.models.convlstm import EmissionLineAnomaly
 
     cfg, seed = config["anomaly"], config["seed"]
     train = galaxies["split"].to_numpy() == "train"
     start = time.perf_counter()
-    cubes, sigma, good = emission_line_cubes(prepared, wave, cfg["n_bins"], cfg["crop"], progress=True)
+    # 1.75 MB of cubes a galaxy: on disk, read a batch at a time, so the stage's memory is that of one batch
+    cubes, sigma, good = write_emission_line_cubes(prepared, wave, writer.scratch("anomaly"), cfg["n_bins"],
+                                                   cfg["crop"], progress=True)
     model = EmissionLineAnomaly(cfg["latent_dim"], cfg["hidden"], cfg["epochs"], cfg["batch_size"],
-                                cfg["learning_rate"], cfg["snr_softening"], cfg["detection_snr"], seed, device)
-    model.fit(cubes[train], sigma[train], good[train])
+                                cfg["learning_rate"], cfg["snr_softening"], cfg["detection_snr"], seed, device,
+                                max_galaxies_per_epoch=cfg["max_galaxies_per_epoch"])
+    model.fit(cubes, sigma, good, galaxies=train)
     residuals = model.residuals(cubes, sigma, good, top_lines=EXPLAINED_LINES)
     latent = model.transform(cubes, sigma, good)
     writer.write(schema.ANOMALY_MODEL, _torch_bytes(model.state()))
@@ -207,13 +224,7 @@ def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarr
 # merging systems (0.53–0.74) nor extreme emission-line dwarfs (0.38–0.62). Each part below is a standard measure
 # of one way a galaxy can be unusual; `anomaly_score` combines them by Fisher's method on their empirical tail
 # probabilities (see `combine_tails`), so a galaxy far out in any one part, or fairly far out in several, ranks high.
-ANOMALY_PARTS = {  # galaxies column -> what it measures (schema.GALAXY_COLUMNS has the full text)
-    "anomaly_convlstm": "ConvLSTM reconstruction error of the emission-line cube (seed 003)",
-    "anomaly_nucleus": "ConvLSTM reconstruction error of the nucleus (an AGN is a nuclear point source)",
-    "asymmetry": "rotational asymmetry A of the gri image (Conselice 2003: companions, tidal arcs, lopsided discs)",
-    "fingerprint_typicality": "distance to the 10th nearest training galaxy in the DESOM-1 fingerprint embedding "
-                              "(galaxies whose binned spectra populate the map unlike any other)",
-}
+# The parts are schema.ANOMALY_PARTS (schema.GALAXY_COLUMNS says what each measures).
 NUCLEUS_SPAXELS = 2.0  # radius (spaxels of the crop) of the nucleus: about the PSF's half width at half maximum
 
 
@@ -263,7 +274,7 @@ def _combine_anomaly(writer, galaxies: pd.DataFrame, fingerprint_knn: np.ndarray
         # an object with one spectrum (a survey mixing cubes and single spectra) has a one-hot fingerprint: far
         # from every cube's, which says nothing about it
         galaxies["fingerprint_typicality"] = np.where(galaxies["n_bins"].to_numpy() > 1, tenth, np.nan)
-    parts = {name: galaxies[name].to_numpy(float) for name in ANOMALY_PARTS if name in galaxies}
+    parts = {name: galaxies[name].to_numpy(float) for name in schema.ANOMALY_PARTS if name in galaxies}
     galaxies["anomaly_score"], galaxies["anomaly_driver"] = combine_tails(parts)
     galaxies["anomaly_driver"] = galaxies["anomaly_driver"].astype(str)
     metrics = writer.metrics.setdefault("anomaly", {})

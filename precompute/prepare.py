@@ -660,7 +660,7 @@ def _file_name(galaxy_id: str) -> str:
 
 def write_core(writer: BundleWriter, galaxies, config: dict):
     """Write the core files of the bundle schema from prepared galaxies (a list, or `StagedGalaxies` read one at a
-    time from their shards): spectra and images go into memory-mapped files galaxy by galaxy, so memory does not
+    time from their shards): spectra and images are written galaxy by galaxy (precompute.rows), so memory does not
     grow with the survey. Returns the (galaxies, bins) tables as written."""
     if not len(galaxies):
         raise ValueError("nothing to write: no galaxy was prepared (were all inputs skipped?)")
@@ -690,10 +690,10 @@ def write_core(writer: BundleWriter, galaxies, config: dict):
     writer.write(schema.BINS, bins)
     writer.write(schema.WAVE, rest_frame_grid(prep))
     writer.write(schema.SPAXEL_BINS, maps)
-    flux = writer.open_array(schema.FLUX, (len(bins), n_wave))
-    ivar = writer.open_array(schema.IVAR, (len(bins), n_wave))
+    flux = writer.open_rows(schema.FLUX, (len(bins), n_wave))
+    ivar = writer.open_rows(schema.IVAR, (len(bins), n_wave))
     image_size = prep["image_size"]
-    gri = writer.open_array(schema.IMAGES, (len(table), 3, image_size, image_size))
+    gri = writer.open_rows(schema.IMAGES, (len(table), 3, image_size, image_size))
     start = 0
     for i, (galaxy, path) in enumerate(zip(tqdm(galaxies, desc="spectra", unit="galaxy", leave=False),
                                            table["thumbnail"])):
@@ -702,7 +702,7 @@ def write_core(writer: BundleWriter, galaxies, config: dict):
         writer.write(schema.THUMBNAIL, galaxy.thumbnail_png, thumbnail=path)
         start = stop
     for array in (flux, ivar, gri):
-        array.flush()
+        array.close()
     writer.metrics["prepare"] = {
         "galaxies": len(table),
         "binned_spectra": len(bins),

@@ -267,6 +267,12 @@ MANIFEST_KEYS = {
 }
 MANIFEST = BundleFile("manifest.json", "json", "core", "build record: keys below")
 
+# The parts of anomaly_score (galaxies columns below), each named as the dashboard says which one drives a galaxy's
+ANOMALY_PARTS = {"anomaly_convlstm": "the emission-line cube's reconstruction error",
+                 "anomaly_nucleus": "the nucleus's reconstruction error",
+                 "asymmetry": "the image's rotational asymmetry",
+                 "fingerprint_typicality": "a DESOM-1 fingerprint unlike any other"}
+
 GALAXY_COLUMNS = (
     Column("galaxy_id", "str", "unique id (MaNGA plate-IFU, CALIFA name, file stem)"),
     Column("split", "str", "`train` or `val` (held out, stratified by morphology when known)"),
@@ -374,8 +380,8 @@ DESOM1_PROTOTYPES_LATENT = BundleFile("desom1/prototypes_latent.npy", "array", "
 DESOM1_PROTOTYPE_SPECTRA = BundleFile("desom1/prototype_spectra.npy", "array", "desom1", "prototypes decoded to "
                                       "spectra", "float32", ("K", "n_wave"), checks=(finite,))
 DESOM1_MEMBER_SPECTRA = BundleFile("desom1/member_spectra.npy", "array", "desom1", "members' co-added (mean) "
-                                   "spectrum, 16th, 50th, 84th percentile per pixel over members' good pixels; NaN "
-                                   "for empty nodes", "float32", (4, "K", "n_wave"), checks=(finite_or_nan,))
+                                   "spectrum, 16th, 50th, 84th percentile per pixel over members' good pixels (over a "
+                                   "random 4,096 of a node's members when it has more); NaN for empty nodes", "float32", (4, "K", "n_wave"), checks=(finite_or_nan,))
 DESOM1_HITS = BundleFile("desom1/hits.npy", "array", "desom1", "binned spectra per node", "int64", ("K",),
                          checks=(not_negative, sums_to_bins))
 DESOM1_UMATRIX = BundleFile("desom1/umatrix.npy", "array", "desom1", "mean latent distance of each prototype to its "
@@ -456,8 +462,13 @@ EMBEDDING_CORRELATION = BundleFile("embeddings/{embedding}/property_correlation.
 EMBEDDING_PROJECTOR = BundleFile("embeddings/{embedding}/projector.pkl", "blob", "embeddings", "the fitted "
                                  "projections (precompute.projections.EmbeddingProjector, pickled: its UMAP, "
                                  "clusters and neighbour search), for placing new galaxies on the UMAP (`assign`, "
-                                 "the dashboard's placed spectra). A pickle runs code when loaded: open bundles you "
-                                 "trust, as with any model file", required=False)
+                                 "the dashboard's placed spectra); kept only for `fingerprint` and `desom1_latent`, "
+                                 "the embeddings a new object gets without the cube models (it holds the training "
+                                 "vectors again: grows with the survey). A pickle runs code when loaded: open "
+                                 "bundles you trust, as with any model file", required=False)
+FINGERPRINT_EMBEDDING = "fingerprint"  # seed 001: a galaxy's histogram over DESOM-1 nodes, as an embedding
+LATENT_EMBEDDING = "desom1_latent"  # seed 002: a survey of single spectra embedded by their DESOM-1 latent codes
+PLACED_EMBEDDINGS = (FINGERPRINT_EMBEDDING, LATENT_EMBEDDING)  # those with a projector: `assign` places on them
 def umap_columns(embedding: str) -> tuple[str, str]:
     """Columns of `python -m precompute assign`'s table (and the dashboard's placed spectra) holding a placed
     galaxy's position on an embedding's UMAP, through that embedding's EMBEDDING_PROJECTOR."""

@@ -15,10 +15,12 @@ their dimensions: `n_galaxies`, `n_bins`, `n_wave` (rows of the tables, length o
 `rows × cols` (DESOM-1), `rows2 × cols2 = K2` (DESOM-2), `rows3 × cols3 = K3` (the seed-002 MiniSom map), `D` (an embedding's width), `k` (neighbours kept);
 `validate` resolves them across files.
 
-Storage: spectra and images are plain `.npy` files, written once by the build's driver galaxy by galaxy (streamed
-from the preparation shards into memory maps) and read lazily by memory-mapping (`numpy.load(mmap_mode="r")`) in
-the build's later stages, `assign` and the dashboard, so no process holds a survey's spectra in memory. A chunked
-format (Zarr) would let workers write the bundle's arrays in parallel; it has not been benchmarked against this yet.
+Storage: spectra and images are plain `.npy` files (any tool reads them), written once by the build's driver galaxy by
+galaxy from the preparation shards and read in chunks of rows by the build's later stages with `pread`
+(`precompute/rows.py`), so no process holds a survey's spectra: a memory map would do the same I/O, but every page a
+pass touches counts in the process's resident memory (4 GB for a 2,560-galaxy survey's flux). `assign` and the
+dashboard memory-map them (`numpy.load(mmap_mode="r")`) and touch only the rows they show. A chunked format (Zarr)
+would let workers write the bundle's arrays in parallel; it has not been benchmarked against this yet.
 """
 
 SECTION_TITLES = {

@@ -20,7 +20,6 @@ from precompute import schema
 from precompute.bundle import BundleWriter
 from precompute.models.som import SOM
 
-LATENT_EMBEDDING = "desom1_latent"  # the embedding of a survey of single spectra: its DESOM-1 latent codes
 QUENCHED_LOG_SSFR = -11.0  # yr⁻¹: the usual split between star-forming and quiescent galaxies
 
 
@@ -38,6 +37,14 @@ def galaxy_latent(bins: pd.DataFrame, latent: np.ndarray, n_galaxies: int) -> np
     out = np.empty((n_galaxies, latent.shape[1]), np.float32)
     out[index] = latent
     return out
+
+
+def nearest(prototypes: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    """Index of the nearest of `prototypes` [n, D] (Euclidean) for each latent code [N, D]: a new object's MiniSom
+    node (its best-matching unit) or k-means group, as the build assigned its own objects."""
+    latent, prototypes = np.asarray(latent, np.float64), np.asarray(prototypes, np.float64)
+    distances = (latent ** 2).sum(1)[:, None] - 2 * latent @ prototypes.T + (prototypes ** 2).sum(1)[None]
+    return np.argmin(distances, axis=1).astype(np.int64)
 
 
 def purity(labels, truth) -> float:

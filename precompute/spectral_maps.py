@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
+from tqdm.auto import tqdm
 
 from precompute import schema
 from precompute.bundle import BundleWriter
@@ -105,8 +106,10 @@ def build_spectral_maps(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.D
 
 def build_desom1(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.DataFrame, wave, flux, ivar, config: dict):
     """Train DESOM-1 on the training galaxies' binned spectra, place every spectrum, write section `desom1`.
-    Returns (bins + desom1_node and desom1_qe, latent float32 [n_bins, latent_dim])."""
-    flux, ivar = np.asarray(flux, np.float32), np.asarray(ivar, np.float32)
+    Returns (bins + desom1_node and desom1_qe, latent float32 [n_bins, latent_dim]).
+
+    `flux` and `ivar` are [n_bins, n_wave] arrays or, in a build, `precompute.rows.NpyRows` of the bundle's files:
+    only the training sample, one chunk, or one node's members are read at a time."""
     if flux.shape != ivar.shape or flux.shape != (len(bins), len(wave)):
         raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} must be [n_bins={len(bins)}, n_wave={len(wave)}]")
     seed, device = int(config["seed"]), config.get("device", "auto")
@@ -147,10 +150,11 @@ def build_desom1(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.DataFram
     return bins, latent
 
 
-def encode_in_chunks(model: DESOM, flux, ivar, chunk: int = 65536) -> np.ndarray:
-    """Latent vectors of every spectrum, read chunk by chunk (the spectra may be a memory map of the survey)."""
-    return np.concatenate([model.encode(np.asarray(flux[i:i + chunk]), np.asarray(ivar[i:i + chunk]) > 0)
-                           for i in range(0, len(flux), chunk)])
+def encode_in_chunks(model: DESOM, flux, ivar, chunk: int = 16384) -> np.ndarray:
+    """Latent vectors of every spectrum, read chunk by chunk (the spectra may be rows of the survey's files)."""
+    chunks = range(0, len(flux), chunk)
+    return np.concatenate([model.encode(flux[i:i + chunk], ivar[i:i + chunk] > 0)
+                           for i in tqdm(chunks, desc="encoding spectra", unit="chunk", leave=False, disable=None)])
 
 
 def write_desom1(writer: BundleWriter, cfg: dict, bins: pd.DataFrame, galaxies: pd.DataFrame, flux, ivar,

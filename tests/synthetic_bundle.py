@@ -223,12 +223,12 @@ def _bins(rng, galaxies: pd.DataFrame, progress: bool):
 
 
 def _write_spectra(writer, rng, bins: pd.DataFrame, wave, norm_window, progress: bool, chunk: int = 50_000):
-    """Flux and ivar written chunk by chunk into .npy memory maps, so a million spectra need little memory."""
+    """Flux and ivar written chunk by chunk (precompute.rows), so a million spectra need little memory."""
     components = _spectrum_components(wave).astype(np.float32)
     norm = (wave >= norm_window[0]) & (wave <= norm_window[1])
     n = len(bins)
-    flux = writer.open_array(schema.FLUX, (n, wave.size))
-    ivar = writer.open_array(schema.IVAR, (n, wave.size))
+    flux = writer.open_rows(schema.FLUX, (n, wave.size))
+    ivar = writer.open_rows(schema.IVAR, (n, wave.size))
     old_weight = np.clip((bins["log_age_lw"].to_numpy() - 8.5) / 1.8, 0, 1)
     emission = np.clip(bins["ew_halpha"].to_numpy(), 0, None)
     snr = bins["snr"].to_numpy()
@@ -240,9 +240,9 @@ def _write_spectra(writer, rng, bins: pd.DataFrame, wave, norm_window, progress:
         sigma = (1.0 / snr[sl, None]).astype(np.float32) * np.sqrt(np.clip(model, 0.05, None))
         flux[sl] = model + sigma * rng.standard_normal(model.shape, dtype=np.float32)
         ivar[sl] = 1.0 / sigma**2
-    flux.flush()
-    ivar.flush()
-    return flux, ivar
+    flux.close()
+    ivar.close()
+    return writer.read_rows(schema.FLUX), writer.read_rows(schema.IVAR)
 
 
 def _spectrum_components(wave: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import pytest
 from tiny_builds import SURVEY_SEED
 
 from precompute import assign, schema
+from precompute.fingerprints import fingerprint_string
 from precompute.formats import write_spectra_set
 from precompute.mock.survey import write_mock_survey
 
@@ -80,7 +81,9 @@ def test_inputs_the_bundle_cannot_represent_get_an_error_row(survey_bundle, tmp_
 
 def test_placed_cubes_land_on_the_fingerprint_umap_where_the_build_drew_them(real_bundle, tmp_path):
     """The build draws its held-out galaxies on each UMAP through the fitted transform; placed anew from their cube
-    files, the same galaxies land there again through the projector the bundle stores (to UMAP's own jitter)."""
+    files, the same galaxies get the fingerprint the bundle holds and, through the projector the bundle stores,
+    the position that projector gives it. UMAP's transform optimises new points together (its negative samples
+    share one random stream), so a galaxy placed alone may land off the spot the build's batch gave it: most do."""
     bundle = assign.Bundle(real_bundle)
     galaxies = bundle.galaxies
     held_out = np.flatnonzero(galaxies["split"].to_numpy() == "val")
@@ -90,11 +93,19 @@ def test_placed_cubes_land_on_the_fingerprint_umap_where_the_build_drew_them(rea
     cubes = [files["cubes"][mock_index[g]] for g in held_out]
     placed = assign.assign_files(real_bundle, cubes, catalogue=files["catalogue"])
     assert (placed["error"] == "").all()
-    x_column, y_column = schema.umap_columns("fingerprint")
-    stored = np.asarray(bundle.read(schema.EMBEDDING_UMAP, embedding="fingerprint"))
+    x_column, y_column = schema.umap_columns(schema.FINGERPRINT_EMBEDDING)
+    stored = np.asarray(bundle.read(schema.EMBEDDING_UMAP, embedding=schema.FINGERPRINT_EMBEDDING))
+    fingerprints = np.asarray(bundle.read(schema.FINGERPRINTS))
+    maps = assign.frozen_maps(str(real_bundle), "cpu")
     spread = np.linalg.norm(stored - stored.mean(axis=0), axis=1).mean()
+    near = 0
     for g in held_out:
         rows = placed[placed["galaxy_id"] == galaxies["galaxy_id"].iat[g]]
         assert len(rows) and rows[x_column].nunique() == 1  # one position per galaxy, on each of its rows
-        distances = np.linalg.norm(stored - rows[[x_column, y_column]].to_numpy(float)[0], axis=1)
-        assert np.argmin(distances) == g and distances[g] < 0.3 * spread, (g, distances[g], spread)
+        assert rows["fingerprint"].iat[0] == fingerprint_string(fingerprints[g])
+        xy = rows[[x_column, y_column]].to_numpy(float)[0]
+        alone = maps.umap_position(schema.FINGERPRINT_EMBEDDING, fingerprints[g][None])[0]
+        assert np.allclose(xy, alone, atol=1e-5), (g, xy, alone)
+        distances = np.linalg.norm(stored - xy, axis=1)
+        near += np.argmin(distances) == g and distances[g] < 0.3 * spread
+    assert near >= 2 * len(held_out) / 3, (near, len(held_out))

@@ -285,7 +285,7 @@ def test_the_detail_view_ranks_the_line_residuals_and_shows_the_top_line_maps(re
     view = anomaly_explained.AnomalyExplained(data, state)
     state.focus = g
     assert view.text.object.splitlines()[2].startswith(f"1. {lines[0][0]}: ")
-    driver = anomaly_explained.PART_NAMES[data.galaxies["anomaly_driver"].iat[g]]  # what drives the combined score
+    driver = schema.ANOMALY_PARTS[data.galaxies["anomaly_driver"].iat[g]]  # what drives the combined score
     assert f"driven most by {driver}" in view.text.object
     titles = [panel.opts.get().kwargs["title"] for panel in view.maps.object]
     assert titles[:3] == [f"{lines[0][0]}: {kind}" for kind in anomaly_explained.MAP_TITLES]

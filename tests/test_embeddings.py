@@ -147,7 +147,8 @@ def test_anomaly_residuals_explain_the_score(demo_build):
 def test_anomaly_score_combines_its_parts_and_records_their_aucs(demo_build):
     """anomaly_score is Fisher's combination of the stored parts (precompute.embeddings.combine_tails), and the
     manifest records the AUC of the score and of each part per rare kind."""
-    from precompute.embeddings import ANOMALY_PARTS, combine_tails
+    from precompute.embeddings import combine_tails
+    from precompute.schema import ANOMALY_PARTS
 
     galaxies, metrics = demo_build["galaxies"], demo_build["metrics"]["anomaly"]
     assert metrics["parts"] == list(ANOMALY_PARTS)

@@ -14,12 +14,12 @@ import param
 import pytest
 from bokeh.document import Document
 from panel.io.state import set_curdoc
+from tiny_builds import clearest_spectra, write_bundle_spectra
 
 from explorer.colours import PLACED_RENDERER
 from explorer.layout import create_app
 from precompute import assign, schema
 from precompute.bundle import Bundle
-from precompute.formats import write_spectra_set
 from precompute.mock.survey import write_mock_survey
 
 NODES = 4  # the uploaded set holds one bundle spectrum from each of this many DESOM-1 nodes, and two from the first
@@ -43,17 +43,9 @@ def spectra_file(real_bundle, tmp_path_factory):
     """The bundle's own prepared spectra as a rest-frame (z = 0) spectra set on a slightly wider grid, as
     tests/test_assign.py writes them: spectra of several nodes, so the marks are several dots."""
     bundle = Bundle(real_bundle)
-    nodes = bundle.bins["desom1_node"].to_numpy()
-    firsts = [int(np.flatnonzero(nodes == k)[0]) for k in pd.unique(nodes)[:NODES]]
-    rows = [*firsts, int(np.flatnonzero(nodes == nodes[firsts[0]])[1])]
-    wave = np.asarray(bundle.wave)
-    flux, ivar = (np.asarray(bundle.read(f))[rows] for f in (schema.FLUX, schema.IVAR))
-    wide = np.concatenate([[wave[0] * 0.99], wave, [wave[-1] * 1.01]])
-    path = tmp_path_factory.mktemp("uploads") / "my-spectra.fits"
-    write_spectra_set(path, wave=wide, flux=np.hstack([flux[:, :1], flux, flux[:, -1:]]),
-                      ivar=np.hstack([ivar[:, :1], ivar, ivar[:, -1:]]), mask=np.zeros((len(rows), wide.size), int),
-                      z=np.zeros(len(rows)))
-    return path
+    members = clearest_spectra(bundle.bins, NODES)
+    rows = [int(m[0]) for m in members] + [int(members[0][1])]
+    return write_bundle_spectra(bundle, rows, tmp_path_factory.mktemp("uploads") / "my-spectra.fits")
 
 
 @pytest.fixture

@@ -7,18 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from tiny_builds import SED_BUILD, SED_SPECTRA
+from tiny_builds import SED_BUILD, SED_SPECTRA, write_bundle_spectra
 
 from explorer.data import ExplorerData
 from explorer.layout import create_app
-from precompute import schema
+from explorer.som_grid import placed_nodes
+from precompute import assign, schema
 from precompute.bundle import Bundle
 from precompute.formats import read_observation
 from precompute.images import SPECTRUM_THUMBNAIL
 from precompute.mock.cli import main as mock_main
 from precompute.mock.sed_library import sed_observation
 from precompute.prepare import split_spectra
-from precompute.sed_map import LATENT_EMBEDDING, purity
+from precompute.sed_map import purity
 from precompute.spectral_maps import node_map_smoothness
 
 
@@ -32,7 +33,7 @@ def test_sed_config_builds_a_valid_bundle_of_single_spectra(sed):
     assert set(sed.manifest["sections"]) == {"desom1", "sed_map", "embeddings"}  # no cube or image model
     galaxies, bins = sed.galaxies, sed.bins
     assert len(galaxies) == len(bins) == SED_SPECTRA and (galaxies["n_bins"] == 1).all()
-    assert sed.read(schema.EMBEDDING_INDEX).keys() == {LATENT_EMBEDDING}
+    assert sed.read(schema.EMBEDDING_INDEX).keys() == {schema.LATENT_EMBEDDING}
     grid = sed.read(schema.SED_GRID)
     assert (grid["rows"], grid["cols"], grid["kmeans_k"]) == (10, 10, 6)  # seed 002's settings
     assert np.unique(galaxies["sed_kmeans"]).size == 6
@@ -88,3 +89,18 @@ def test_dashboard_shows_what_applies_to_single_spectra(sed_bundle):
     dashboard.state.select_nodes2([busiest])
     assert np.array_equal(dashboard.state.selected, np.flatnonzero(nodes == busiest))
     assert dashboard.state.how.startswith("MiniSom of the latent node")
+
+
+def test_a_new_spectrum_is_placed_among_the_objects(sed_bundle, tmp_path):
+    """assign on a seed-002 bundle gives a spectrum the objects' MiniSom node, k-means group and a latent-UMAP
+    position; the bundle's own spectra land on their own node and group, and the dashboard dots that node."""
+    data = ExplorerData(sed_bundle)
+    objects = data.galaxies.sort_values("sed_node").drop_duplicates("sed_node").head(5).index.to_numpy()
+    rows = [int(np.flatnonzero(data.bins["galaxy_index"].to_numpy() == g)[0]) for g in objects]
+    placed = assign.assign_files(sed_bundle, [write_bundle_spectra(data.bundle, rows, tmp_path / "five.fits")])
+    assert (placed["error"] == "").all()
+    assert placed["sed_node"].tolist() == data.galaxies["sed_node"].iloc[objects].tolist()
+    assert placed["sed_kmeans"].tolist() == data.galaxies["sed_kmeans"].iloc[objects].tolist()
+    xy = placed[list(schema.umap_columns(schema.LATENT_EMBEDDING))].to_numpy(float)
+    assert np.isfinite(xy).all()
+    assert sorted(placed_nodes(placed, "desom2", data.desom2)) == sorted(data.galaxies["sed_node"].iloc[objects])

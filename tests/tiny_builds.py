@@ -2,7 +2,11 @@
 must not import conftest (pytest has one conftest module per folder)."""
 from pathlib import Path
 
+import numpy as np
+
+from precompute import schema
 from precompute.config import load_config
+from precompute.formats import write_spectra_set
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,3 +46,24 @@ def tiny_build_config() -> dict:
 
 def survey_config() -> dict:
     return load_config(seed=SURVEY_SEED, mock={"galaxies": SURVEY_GALAXIES, "format": "manga"}, **SURVEY_FAST)
+
+
+def clearest_spectra(bins, n_nodes: int) -> list[np.ndarray]:
+    """For each of the first `n_nodes` DESOM-1 nodes (in the order of `bins`), its binned spectra by increasing
+    quantization error. Tests that place a bundle's own spectra take the first ones: a spectrum near the border of
+    two nodes can land on either after the last bit of a resampling."""
+    nodes, qe = bins["desom1_node"].to_numpy(), bins["desom1_qe"].to_numpy()
+    return [np.flatnonzero(nodes == k)[np.argsort(qe[nodes == k], kind="stable")]
+            for k in list(dict.fromkeys(nodes.tolist()))[:n_nodes]]
+
+
+def write_bundle_spectra(bundle, rows, path: Path) -> Path:
+    """Binned spectra `rows` of a bundle written as a rest-frame (z = 0) spectra set on the bundle's grid widened
+    by one pixel at each end (as a user's file would be): spectra whose map nodes the tests know."""
+    wave = np.asarray(bundle.wave)
+    flux, ivar = (np.asarray(bundle.read(f))[rows] for f in (schema.FLUX, schema.IVAR))
+    wide = np.concatenate([[wave[0] * 0.99], wave, [wave[-1] * 1.01]])
+    write_spectra_set(path, wave=wide, flux=np.hstack([flux[:, :1], flux, flux[:, -1:]]),
+                      ivar=np.hstack([ivar[:, :1], ivar, ivar[:, -1:]]), mask=np.zeros((len(rows), wide.size), int),
+                      z=np.zeros(len(rows)))
+    return path

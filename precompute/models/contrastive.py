@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from precompute.models.augment import CubeAugmenter, rotate_flip
 
 VALIDATION_PAIRS = 4  # augmented pairs of each validation galaxy in the early-stopping loss
+READ_ROWS = 128  # galaxies read and embedded at a time outside training (~16 MB of 30-channel 32 × 32 maps)
 
 
 class CubeEncoder(nn.Module):
@@ -79,13 +80,18 @@ class ContrastiveEmbedding:
     """Fit a Siamese CNN on cube maps ``[N, C, S, S]`` and embed galaxies as ``n_features``-d vectors.
 
     Training also needs each map's noise ``[N, S, S]`` (1σ per spectral pixel of each spaxel, from
-    precompute.cube_maps) to augment to a uniform S/N; embedding a galaxy needs only its maps.
+    precompute.cube_maps) to augment to a uniform S/N; embedding a galaxy needs only its maps. Both are numpy
+    arrays or rows read on demand (precompute.rows.NpyRows: a survey's maps on disk); every method reads them a
+    batch of galaxies at a time, so its memory does not grow with the survey.
 
-    An epoch shows every training galaxy ``passes_per_epoch`` times, each time in new augmented views (a few
-    passes per epoch let the small training sets of IFU surveys converge before early stopping looks at the
-    validation loss). The network kept is the exponential moving average of the trained weights (``ema_decay`` per
-    step). Early stopping: training stops when the NT-Xent loss of that average on the validation galaxies (fixed
-    augmentations, smoothed over epochs) has not improved for ``patience`` epochs; the best weights are restored.
+    An epoch shows ``max_galaxies_per_epoch`` training galaxies (all of them when there are no more; otherwise a
+    new random draw each epoch, so that an epoch's cost is bounded whatever the survey) ``passes_per_epoch`` times
+    each, each time in new augmented views (a few passes per epoch let the small training sets of IFU surveys
+    converge before early stopping looks at the validation loss). The network kept is the exponential moving
+    average of the trained weights (``ema_decay`` per step). Early stopping: training stops when the NT-Xent loss
+    of that average on the validation galaxies (at most ``max_galaxies_per_epoch`` of them, the same ones every
+    epoch; fixed augmentations, smoothed over epochs) has not improved for ``patience`` epochs; the best weights
+    are restored.
     Fitted state: ``network_``, ``history_`` (per-epoch train / val loss), ``best_epoch_``, ``n_parameters_``.
     """
 
@@ -93,10 +99,11 @@ class ContrastiveEmbedding:
                  temperature: float = 0.5, epochs: int = 60, patience: int = 5, passes_per_epoch: int = 3,
                  batch_size: int = 64,
                  learning_rate: float = 1e-3, weight_decay: float = 1e-5, ema_decay: float = 0.98,
-                 augment: dict | None = None, seed: int = 0, device: str = "cpu", progress: bool = True):
+                 augment: dict | None = None, seed: int = 0, device: str = "cpu", progress: bool = True,
+                 max_galaxies_per_epoch: int = 256):
         self.n_features, self.channels, self.projection_dim = n_features, tuple(channels), projection_dim
         self.temperature, self.epochs, self.patience, self.batch_size = temperature, epochs, patience, batch_size
-        self.passes_per_epoch = passes_per_epoch
+        self.passes_per_epoch, self.max_galaxies_per_epoch = passes_per_epoch, max_galaxies_per_epoch
         self.learning_rate, self.weight_decay, self.ema_decay = learning_rate, weight_decay, ema_decay
         self.augment = dict(augment or {})
         self.seed, self.device, self.progress = seed, device, progress
@@ -105,16 +112,22 @@ class ContrastiveEmbedding:
     def augmenter(self) -> CubeAugmenter:
         return CubeAugmenter(**self.augment)
 
-    def fit(self, maps: np.ndarray, noise: np.ndarray, val_maps: np.ndarray | None = None,
-            val_noise: np.ndarray | None = None) -> "ContrastiveEmbedding":
-        _check_maps(maps, "training maps", noise)
-        if len(maps) < 2:
-            raise ValueError(f"contrastive training needs at least 2 galaxies, got {len(maps)}")
+    def fit(self, maps, noise, galaxies: np.ndarray | None = None,
+            validation: np.ndarray | None = None) -> ContrastiveEmbedding:
+        """Train on the rows ``galaxies`` of ``maps`` and ``noise`` (indices or a boolean mask; all by default) and
+        stop early on the loss of the rows ``validation`` (without them or with fewer than 2: the training loss)."""
+        _check_maps(maps, "maps", noise)
+        train = _rows(galaxies, len(maps))
+        if len(train) < 2:
+            raise ValueError(f"contrastive training needs at least 2 galaxies, got {len(train)}")
+        val = None if validation is None else self._bounded(_rows(validation, len(maps)))
+        val = val if val is not None and len(val) > 1 else None
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
-        n, c, s, _ = maps.shape
+        _, c, s, _ = maps.shape
         network = CubeEncoder(c, s, self.channels, self.n_features, self.projection_dim)
-        scale, spread = _input_scales(maps)
+        # the spread of the spaxel values is pinned down by a few hundred galaxies: a bounded sample sets the scales
+        scale, spread = _input_scales(_batch(maps, self._bounded(train), "training maps"))
         network.channel_scale.copy_(torch.as_tensor(scale))
         network.luminosity_spread.fill_(spread)
         network.to(self.device)
@@ -125,25 +138,28 @@ class ContrastiveEmbedding:
         average = torch.optim.swa_utils.AveragedModel(
             network, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
         augmenter = self.augmenter
-        train = torch.as_tensor(maps, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32)
-        val = None
-        if val_maps is not None and len(val_maps) > 1:
-            _check_maps(val_maps, "validation maps", val_noise)
-            val = torch.as_tensor(val_maps, dtype=torch.float32), torch.as_tensor(val_noise, dtype=torch.float32)
 
+        # Each batch is read by index in this process (one pread per run of consecutive rows of a file) rather than
+        # by a torch DataLoader: its worker processes would each hold another torch against the build's memory bound
+        # and take cores from the training threads, the augmentations must draw from this one seeded generator, and
+        # without workers a DataLoader is this same loop. A batch (~8 MB) reads in far less time than a step takes.
         self.history_, best_loss, best_state, since_best, monitored = [], math.inf, None, 0, None
         epochs = tqdm(range(self.epochs), desc="contrastive", disable=not self.progress, leave=False)
         for epoch in epochs:
             network.train()
+            shown = train
+            if len(train) > self.max_galaxies_per_epoch:
+                shown = train[torch.randperm(len(train), generator=generator)[:self.max_galaxies_per_epoch].numpy()]
             # Batches within each pass, so a batch never holds the same galaxy twice (its views would be negatives)
-            batches = [order[start:start + self.batch_size] for order in
-                       (torch.randperm(n, generator=generator) for _ in range(self.passes_per_epoch))
-                       for start in range(0, n, self.batch_size)]
+            batches = [shown[order[start:start + self.batch_size].numpy()] for order in
+                       (torch.randperm(len(shown), generator=generator) for _ in range(self.passes_per_epoch))
+                       for start in range(0, len(shown), self.batch_size)]
             losses = []
             for index in batches:
                 if len(index) < 2:  # NT-Xent needs a negative
                     continue
-                views = [augmenter(train[0][index], train[1][index], generator).to(self.device) for _ in range(2)]
+                batch = _batch(maps, index, "training maps"), _batch(noise, index, "training noise")
+                views = [augmenter(*map(torch.from_numpy, batch), generator).to(self.device) for _ in range(2)]
                 loss = nt_xent(network(views[0]), network(views[1]), self.temperature)
                 optimiser.zero_grad()
                 loss.backward()
@@ -152,7 +168,7 @@ class ContrastiveEmbedding:
                 losses.append(loss.item())
             record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
             if val is not None:
-                record["val_loss"] = self._validation_loss(average.module, val, augmenter)
+                record["val_loss"] = self._validation_loss(average.module, maps, noise, val, augmenter)
             self.history_.append(record)
             loss = record.get("val_loss", record["train_loss"])
             # Smoothed (exponential moving average, weight 1/2): a few dozen validation galaxies give a loss that
@@ -170,7 +186,13 @@ class ContrastiveEmbedding:
         self.n_parameters_ = sum(p.numel() for p in network.parameters())
         return self
 
-    def _validation_loss(self, network: CubeEncoder, val: tuple[torch.Tensor, torch.Tensor],
+    def _bounded(self, rows: np.ndarray) -> np.ndarray:
+        """``rows``, or a seeded random ``max_galaxies_per_epoch`` of them (in row order) when there are more."""
+        if len(rows) <= self.max_galaxies_per_epoch:
+            return rows
+        return np.sort(np.random.default_rng(self.seed).choice(rows, self.max_galaxies_per_epoch, replace=False))
+
+    def _validation_loss(self, network: CubeEncoder, maps, noise, rows: np.ndarray,
                          augmenter: CubeAugmenter) -> float:
         # The same augmentations every epoch, so the loss changes only because the network does; several pairs
         # per galaxy, because a validation split of a few dozen galaxies gives a noisy loss from one pair.
@@ -179,32 +201,42 @@ class ContrastiveEmbedding:
         with torch.no_grad():
             losses = []
             for _ in range(VALIDATION_PAIRS):
-                for start in range(0, len(val[0]), self.batch_size):
-                    maps, noise = (v[start:start + self.batch_size] for v in val)
-                    if len(maps) < 2:
+                for start in range(0, len(rows), self.batch_size):
+                    index = rows[start:start + self.batch_size]
+                    if len(index) < 2:
                         continue
-                    views = [augmenter(maps, noise, generator).to(self.device) for _ in range(2)]
+                    batch = _batch(maps, index, "validation maps"), _batch(noise, index, "validation noise")
+                    views = [augmenter(*map(torch.from_numpy, batch), generator).to(self.device) for _ in range(2)]
                     losses.append(nt_xent(network(views[0]), network(views[1]), self.temperature).item())
         return float(np.mean(losses))
 
-    def transform(self, maps: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    def transform(self, maps, batch_size: int = READ_ROWS) -> np.ndarray:
         """The ``n_features``-d representation of every galaxy, float32 ``[N, n_features]``: the mean over the 8
         orientations of the map (rotations by 90°, flips), so it does not depend on how the galaxy lies on the sky."""
         _check_maps(maps, "maps")
-        self.network_.eval()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(maps), batch_size):
-                batch = torch.as_tensor(maps[start:start + batch_size], dtype=torch.float32).to(self.device)
-                views = [rotate_flip(batch, k, flip) for k in range(4) for flip in (False, True)]
-                out.append(torch.stack([self.network_.embed(v) for v in views]).mean(dim=0).cpu().numpy())
-        return np.concatenate(out).astype(np.float32)
+        return np.concatenate([self._embed(torch.from_numpy(_batch(maps, slice(start, start + batch_size), "maps")))
+                               for start in range(0, len(maps), batch_size)])
 
-    def augmented(self, maps: np.ndarray, noise: np.ndarray, seed: int) -> np.ndarray:
-        """One random augmented view of each galaxy (seeded), e.g. to check augmented-view retrieval."""
-        views = self.augmenter(torch.as_tensor(maps, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32),
-                               torch.Generator().manual_seed(seed))
-        return views.numpy()
+    def augmented_vectors(self, maps, noise, rows: np.ndarray, seed: int) -> np.ndarray:
+        """The representation (as `transform`) of one random augmented view (seeded) of each galaxy ``rows``, e.g. to
+        check augmented-view retrieval; float32 ``[len(rows), n_features]``."""
+        _check_maps(maps, "maps", noise)
+        augmenter, generator = self.augmenter, torch.Generator().manual_seed(seed)
+        out = []
+        for start in range(0, len(rows), READ_ROWS):
+            index = rows[start:start + READ_ROWS]
+            views = augmenter(torch.from_numpy(_batch(maps, index, "maps")),
+                              torch.from_numpy(_batch(noise, index, "noise")), generator)
+            out.append(self._embed(views))
+        return np.concatenate(out)
+
+    def _embed(self, maps: torch.Tensor) -> np.ndarray:
+        """The representation of a batch of maps: the mean over their 8 orientations."""
+        self.network_.eval()
+        with torch.no_grad():
+            maps = maps.to(self.device)
+            views = [rotate_flip(maps, k, flip) for k in range(4) for flip in (False, True)]
+            return torch.stack([self.network_.embed(v) for v in views]).mean(dim=0).cpu().numpy().astype(np.float32)
 
     def state(self) -> dict:
         """Everything needed to rebuild the fitted network (torch.save-able)."""
@@ -239,11 +271,24 @@ def _input_scales(maps: np.ndarray) -> tuple[np.ndarray, float]:
     return scale, float(np.sqrt(np.mean(np.arcsinh(luminous / faint) ** 2)))
 
 
-def _check_maps(maps: np.ndarray, what: str, noise: np.ndarray | None = None) -> None:
-    if maps.ndim != 4 or maps.shape[-1] != maps.shape[-2]:
-        raise ValueError(f"{what} must be [N, C, S, S], got shape {maps.shape}")
-    if not np.isfinite(maps).all():
+def _rows(galaxies: np.ndarray | None, n: int) -> np.ndarray:
+    """Row indices from indices or a boolean mask over ``n`` rows (None: all of them)."""
+    rows = np.arange(n) if galaxies is None else np.asarray(galaxies)
+    return np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
+
+
+def _batch(source, index, what: str) -> np.ndarray:
+    """Rows ``index`` (indices or a slice) of an array or row source, float32; NaN or inf in them is an error."""
+    batch = np.array(source[index], dtype=np.float32)  # a copy: tensors made from it may be written in place
+    if not np.isfinite(batch).all():
         raise ValueError(f"{what} contain NaN or inf")
-    if noise is not None and noise.shape != (maps.shape[0], *maps.shape[2:]):
+    return batch
+
+
+def _check_maps(maps, what: str, noise=None) -> None:
+    """Shapes only: arrays and row sources alike have them (the values are checked batch by batch)."""
+    if len(maps.shape) != 4 or maps.shape[-1] != maps.shape[-2]:
+        raise ValueError(f"{what} must be [N, C, S, S], got shape {maps.shape}")
+    if noise is not None and tuple(noise.shape) != (maps.shape[0], *maps.shape[2:]):
         raise ValueError(f"noise of the {what} must be [N, S, S] = {(maps.shape[0], *maps.shape[2:])}, "
                          f"got {noise.shape}")

@@ -106,55 +106,74 @@ class EmissionLineAnomaly:
     are compressed logarithmically. The anomaly score is the mean absolute reconstruction error over the voxels
     where the data or the reconstruction show a detection (|S/N| ≥ ``detection_snr``): voxels of pure noise say
     nothing about the galaxy and would only dilute an unusual nucleus or companion.
+    The three inputs are numpy arrays or rows read on demand (precompute.rows.NpyRows, a survey's cubes on disk):
+    every method reads them a batch of galaxies at a time and scales each batch as it goes, so its memory does not
+    grow with the survey; an epoch sees at most ``max_galaxies_per_epoch`` galaxies, a fresh random draw each time,
+    so its cost does not either.
     Fitted state: ``network_``, ``history_`` (training loss per epoch).
     """
 
     def __init__(self, latent_dim: int = 16, hidden: int = 16, epochs: int = 30, batch_size: int = 16,
                  learning_rate: float = 2e-3, snr_softening: float = 3.0, detection_snr: float = 3.0,
-                 seed: int = 0, device: str = "cpu", progress: bool = True):
+                 seed: int = 0, device: str = "cpu", progress: bool = True, max_galaxies_per_epoch: int = 2048):
         self.latent_dim, self.hidden, self.epochs, self.batch_size = latent_dim, hidden, epochs, batch_size
         self.learning_rate, self.snr_softening, self.detection_snr = learning_rate, snr_softening, detection_snr
         self.seed, self.device, self.progress = seed, device, progress
+        self.max_galaxies_per_epoch = max_galaxies_per_epoch
 
     def scaled(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> np.ndarray:
-        """The network's view of the cubes: asinh(S/N / snr_softening), 0 where there is no data."""
+        """The network's view of (a batch of) cubes: asinh(S/N / snr_softening), 0 where there is no data."""
         _check_cubes(cubes, sigma, good)
+        if not (np.isfinite(cubes[good]).all() and np.isfinite(sigma[good]).all()):
+            raise ValueError("emission-line cubes contain NaN or inf in good voxels")
         snr = np.divide(cubes, sigma, out=np.zeros(cubes.shape, np.float32), where=good & (sigma > 0))
         return np.arcsinh(snr / self.snr_softening).astype(np.float32)
 
-    def fit(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> "EmissionLineAnomaly":
-        x, mask = torch.as_tensor(self.scaled(cubes, sigma, good)), torch.as_tensor(good)
+    def fit(self, cubes, sigma, good, galaxies: np.ndarray | None = None) -> EmissionLineAnomaly:
+        """Train on the galaxies (rows) ``galaxies``, indices or a boolean mask; all of them by default."""
+        _check_cubes(cubes, sigma, good)
+        rows = np.arange(len(cubes)) if galaxies is None else np.asarray(galaxies)
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
-        n, n_lines, n_bins, size, _ = cubes.shape
+        _, n_lines, n_bins, size, _ = cubes.shape
         network = LineCubeAutoencoder(n_lines, n_bins, size, self.hidden, self.latent_dim).to(self.device)
         optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
 
+        # Each batch is read by index in this process (one pread per run of consecutive rows) rather than by a torch
+        # DataLoader: its worker processes would each hold another torch against the build's memory bound and take
+        # CPU cores from the training threads, and without workers it is this same loop. A batch (~28 MB from the
+        # page cache) reads in far less time than the ConvLSTM's step on it.
         def batch_loss(index):  # squared error over the voxels with data
-            batch, m = x[index].to(self.device), mask[index].to(self.device)
+            batch_rows = rows[index.numpy()]
+            has_data = good[batch_rows]
+            batch = torch.as_tensor(self.scaled(cubes[batch_rows], sigma[batch_rows], has_data)).to(self.device)
+            m = torch.as_tensor(has_data).to(self.device)
             reconstruction, _ = network(batch)
             return ((reconstruction - batch) ** 2 * m).sum() / m.sum().clamp_min(1)
 
-        self.history_ = train_epochs(network, optimiser, n, self.batch_size, self.epochs, batch_loss, generator,
-                                     "anomaly autoencoder", self.progress)
+        self.history_ = train_epochs(network, optimiser, len(rows), self.batch_size, self.epochs, batch_loss,
+                                     generator, "anomaly autoencoder", self.progress,
+                                     per_epoch=self.max_galaxies_per_epoch)
         self.network_ = network.eval()
         return self
 
-    def _run(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray, batch_size: int = 64):
-        """Yield (scaled input, reconstruction, latent) numpy batches."""
-        x = torch.as_tensor(self.scaled(cubes, sigma, good))
+    def _run(self, cubes, sigma, good, batch_size: int = 64):
+        """Yield (good, scaled input, reconstruction, latent) numpy batches of ``batch_size`` consecutive galaxies."""
+        _check_cubes(cubes, sigma, good)
         with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                batch = x[start:start + batch_size]
-                reconstruction, latent = self.network_(batch.to(self.device))
-                yield batch.numpy(), reconstruction.cpu().numpy(), latent.cpu().numpy()
+            for start in range(0, len(cubes), batch_size):
+                rows = slice(start, start + batch_size)
+                m = good[rows]
+                x = self.scaled(cubes[rows], sigma[rows], m)
+                reconstruction, latent = self.network_(torch.as_tensor(x).to(self.device))
+                yield m, x, reconstruction.cpu().numpy(), latent.cpu().numpy()
 
-    def transform(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> np.ndarray:
+    def transform(self, cubes, sigma, good) -> np.ndarray:
         """Latent vector of each galaxy, float32 ``[N, latent_dim]``."""
-        return np.concatenate([latent for _, _, latent in self._run(cubes, sigma, good)]).astype(np.float32)
+        return np.concatenate([latent for *_, latent in self._run(cubes, sigma, good)]).astype(np.float32)
 
-    def residuals(self, cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray,
-                  top_lines: int = 0) -> dict[str, np.ndarray]:
+    def residuals(self, cubes, sigma, good, top_lines: int = 0) -> dict[str, np.ndarray]:
         """Mean absolute reconstruction error over the detected voxels (see the class): ``score`` ``[N]`` (the
         anomaly score, 0 for a galaxy without any detection), ``line`` ``[N, n_lines]`` and ``spaxel``
         ``[N, S, S]`` (NaN where nothing is detected): which line and where make a galaxy unusual.
@@ -164,8 +183,8 @@ class EmissionLineAnomaly:
         and the residual (the score's error per spaxel for that line, NaN where nothing is detected)."""
         detected = np.arcsinh(self.detection_snr / self.snr_softening)
         scores, lines, spaxels, tops, maps = [], [], [], [], []
-        for start, (x, reconstruction, _) in zip(range(0, len(cubes), 64), self._run(cubes, sigma, good)):
-            used = good[start:start + len(x)] & ((np.abs(x) >= detected) | (np.abs(reconstruction) >= detected))
+        for good_batch, x, reconstruction, _ in self._run(cubes, sigma, good):
+            used = good_batch & ((np.abs(x) >= detected) | (np.abs(reconstruction) >= detected))
             error = np.where(used, np.abs(reconstruction - x), 0.0)
             with np.errstate(invalid="ignore", divide="ignore"):
                 scores.append(error.sum(axis=(1, 2, 3, 4)) / np.maximum(used.sum(axis=(1, 2, 3, 4)), 1))
@@ -189,10 +208,9 @@ class EmissionLineAnomaly:
                 "snr_softening": self.snr_softening, "detection_snr": self.detection_snr, "history": self.history_}
 
 
-def _check_cubes(cubes: np.ndarray, sigma: np.ndarray, good: np.ndarray) -> None:
-    if cubes.ndim != 5 or cubes.shape[-1] != cubes.shape[-2]:
+def _check_cubes(cubes, sigma, good) -> None:
+    """Shapes only: arrays and row sources alike have them (the values are checked batch by batch)."""
+    if len(cubes.shape) != 5 or cubes.shape[-1] != cubes.shape[-2]:
         raise ValueError(f"emission-line cubes must be [N, n_lines, n_bins, S, S], got shape {cubes.shape}")
-    if sigma.shape != cubes.shape or good.shape != cubes.shape:
+    if tuple(sigma.shape) != tuple(cubes.shape) or tuple(good.shape) != tuple(cubes.shape):
         raise ValueError(f"sigma {sigma.shape} and good-voxel mask {good.shape} must have the cube shape {cubes.shape}")
-    if not (np.isfinite(cubes[good]).all() and np.isfinite(sigma[good]).all()):
-        raise ValueError("emission-line cubes contain NaN or inf in good voxels")

@@ -3,15 +3,14 @@ same nodes as `python -m precompute assign` gives), marked on the DESOM-1 map, l
 file named with its problem, and the table downloadable as CSV. One page load."""
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 from panel_server import READY_JS
+from tiny_builds import clearest_spectra, write_bundle_spectra
 
 from explorer.colours import PLACED_RENDERER
 from explorer.data import ExplorerData
-from precompute import assign, schema
-from precompute.formats import write_spectra_set
+from precompute import assign
 
 pytestmark = pytest.mark.browser
 
@@ -36,16 +35,8 @@ MARKS_JS = """(name) => {
 def spectra_file(test_bundle, tmp_path_factory):
     """Bundle spectra of three DESOM-1 nodes as a rest-frame spectra set (as tests/test_assign.py writes them)."""
     bundle = ExplorerData(test_bundle).bundle
-    nodes = bundle.bins["desom1_node"].to_numpy()
-    rows = [int(np.flatnonzero(nodes == k)[0]) for k in pd.unique(nodes)[:3]]
-    wave = np.asarray(bundle.wave)
-    flux, ivar = (np.asarray(bundle.read(f))[rows] for f in (schema.FLUX, schema.IVAR))
-    wide = np.concatenate([[wave[0] * 0.99], wave, [wave[-1] * 1.01]])
-    path = tmp_path_factory.mktemp("browser_uploads") / "three-spectra.fits"
-    write_spectra_set(path, wave=wide, flux=np.hstack([flux[:, :1], flux, flux[:, -1:]]),
-                      ivar=np.hstack([ivar[:, :1], ivar, ivar[:, -1:]]), mask=np.zeros((len(rows), wide.size), int),
-                      z=np.zeros(len(rows)))
-    return path
+    rows = [int(members[0]) for members in clearest_spectra(bundle.bins, 3)]
+    return write_bundle_spectra(bundle, rows, tmp_path_factory.mktemp("browser_uploads") / "three-spectra.fits")
 
 
 def test_uploaded_spectra_are_marked_on_the_map_and_listed(page, dashboard_url, test_bundle, spectra_file,
