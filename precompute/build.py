@@ -50,8 +50,9 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
 
     Preparation runs one task per input on the engine (precompute.engine: `workers` single-threaded processes of a
     LocalCluster, None = one per core, 0 = in this process; or the cluster at `scheduler`) and writes per-input
-    shards next to `out`; a build started again with the same inputs and settings reuses the finished ones. The
-    shards are removed once the bundle is in place."""
+    shards next to `out`; a build started again with the same inputs and settings reuses the finished ones, and
+    with the same config also every finished model stage (precompute.checkpoints). Shards and checkpoints are
+    removed once the bundle is in place."""
     check_build(config)  # refuse at once what would otherwise fail after minutes
     # The bundle records the device the build ran on; a rerun compares like with like
     config = dict(config, device=resolve_device(config.get("device", "auto")))
@@ -59,6 +60,7 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
     import torch
 
     from precompute import embeddings, prepare, sed_map, spectral_maps
+    from precompute.checkpoints import run_stage
     from precompute.engine import engine
     from precompute.shards import staging_folder
 
@@ -71,7 +73,7 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
     if not len(galaxies_prepared):
         raise ValueError(f"no galaxy could be prepared: all {len(skipped)} inputs were skipped (see above)")
     with BundleWriter(out, config, seed=config["seed"]) as writer:
-        galaxies, bins = prepare.write_core(writer, galaxies_prepared, config)
+        galaxies, bins = run_stage(writer, staging, "core", prepare.write_core, galaxies_prepared, config)
         wave = prepare.rest_frame_grid(config["prepare"])
 
         flux, ivar = writer.read_rows(schema.FLUX), writer.read_rows(schema.IVAR)  # streamed, never loaded whole
@@ -82,14 +84,17 @@ def build(config: dict, out: Path, workers: int | None = 0, scheduler: str | Non
             print(f"{single} of {len(spaxel_bins)} inputs are single spectra and the others cubes: the build maps "
                   f"them all as cubes (a spectrum's fingerprint is one node); build them apart for seed 002")
         if sed_map.is_single_spectrum_survey(spaxel_bins):
-            galaxies, bins = build_single_spectra(writer, galaxies, bins, wave, flux, ivar, config)
+            galaxies, bins = run_stage(writer, staging, "single spectra", build_single_spectra, galaxies, bins, wave,
+                                       flux, ivar, config)
             timings["spectral_maps_s"] = time.perf_counter() - t0  # UMAP and projections of the latent included
         else:
-            galaxies, bins, fingerprints = spectral_maps.build_spectral_maps(writer, galaxies, bins, wave, flux, ivar,
-                                                                             config)
+            galaxies, bins, fingerprints = run_stage(writer, staging, "spectral maps",
+                                                     spectral_maps.build_spectral_maps, galaxies, bins, wave, flux,
+                                                     ivar, config)
             timings["spectral_maps_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            galaxies = embeddings.build_embeddings(writer, galaxies, galaxies_prepared, config, fingerprints)
+            galaxies = run_stage(writer, staging, "embeddings", embeddings.build_embeddings, galaxies,
+                                 galaxies_prepared, config, fingerprints)
             timings["embeddings_s"] = time.perf_counter() - t0
 
         writer.write(schema.GALAXIES, galaxies)

@@ -75,9 +75,15 @@ class BundleWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
+    @property
+    def unfinished(self) -> Path:
+        """The temporary folder the bundle is being written into (precompute.checkpoints keeps copies of it)."""
+        return self._tmp
+
     def _file(self, relpath: str) -> Path:
         target = self._tmp / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)  # a new file: a stage checkpoint may hold a hard link to the old one
         return target
 
     def write(self, spec: BundleFile, value, **names) -> None:

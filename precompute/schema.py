@@ -263,7 +263,8 @@ MANIFEST_KEYS = {
     "metrics": "figures measured during the build (per section: e.g. `desom1.topographic_error`)",
     "provenance": "software versions; `inputs` (count, bytes, hash of the sorted paths, the paths or `inputs.txt`; "
                   "`mock:<seed>:<n>` for the mock survey); `skipped` (one line per input left out and why); "
-                  "`shards` (prepared, reused); elapsed times; `torch_threads` (CPU results depend on it)",
+                  "`shards` (prepared, reused); `resumed_stages` (model stages restored from an earlier, killed run of the "
+                  "same build); elapsed times; `torch_threads` (CPU results depend on it)",
 }
 MANIFEST = BundleFile("manifest.json", "json", "core", "build record: keys below")
 

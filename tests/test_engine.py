@@ -154,3 +154,27 @@ def test_a_killed_build_resumes_without_preparing_a_galaxy_twice(tmp_path):
     assert shards == {"reused": len(prepared_before), "prepared": n - len(prepared_before)}
     assert validate(out) == []
     assert not list(tmp_path.glob(".resumed.*")), "staging or temporary folders left behind"
+
+
+def test_a_rerun_starts_after_the_last_finished_model_stage(in_process, tmp_path, monkeypatch):
+    from precompute import embeddings, spectral_maps
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("the build was stopped during the embeddings stage")
+
+    out = tmp_path / "staged"
+    with monkeypatch.context() as patched:
+        patched.setattr(embeddings, "build_embeddings", killed)
+        with pytest.raises(RuntimeError, match="embeddings stage"):
+            build(engine_config(), out, workers=1)
+    assert not out.exists()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the spectral maps were trained again")
+
+    monkeypatch.setattr(spectral_maps, "build_spectral_maps", must_not_run)
+    build(engine_config(), out, workers=1)
+    assert Bundle(out).manifest["provenance"]["resumed_stages"] == ["core", "spectral maps"]
+    assert_same_bundle(fingerprint_of(out), in_process)
+    assert validate(out) == []
+    assert not list(tmp_path.glob(".staged.*")), "staging, checkpoint or temporary folders left behind"
