@@ -1,7 +1,8 @@
 """`panel serve app.py [--args <bundle>]` — the galaxy explorer dashboard.
 
 The bundle: `--args <bundle>`, else $GALAXY_EXPLORER_BUNDLE, else data/bundles/demo (built by
-`python -m precompute build`); without one the page says how to build it.
+`python -m precompute build`); without one the page says how to build it. Add `--plugins explorer.serve_thumbnails`
+(before `--args`) for hover thumbnails served as files, at any survey size.
 """
 import panel as pn
 

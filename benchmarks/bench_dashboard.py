@@ -3,6 +3,7 @@ and memory per browser session, at the demo size and at 10,000 galaxies / 1,000,
 
     python benchmarks/bench_dashboard.py                 # both sizes (writes missing synthetic bundles first)
     python benchmarks/bench_dashboard.py --sizes demo --repeats 20 --no-browser
+    python benchmarks/bench_dashboard.py --sizes /tmp/scale/build-2560   # a real bundle (e.g. bench_scale --keep)
 
 Selection latency is measured in-process, exactly as the server runs a browser event: the session's Document is
 current, the state changes, every view updates its Bokeh models, and the resulting PATCH-DOC message is
@@ -36,6 +37,11 @@ TARGET_MS = 250
 
 
 def ensure_bundle(size: str) -> Path:
+    """The bundle of a named synthetic size (written when missing), or a bundle folder given as it is."""
+    if size not in SIZES:
+        if not (Path(size) / "manifest.json").is_file():
+            raise SystemExit(f"--sizes: {size!r} is neither one of {', '.join(SIZES)} nor a bundle folder")
+        return Path(size)
     path, n_galaxies, per_galaxy, dlog, image = SIZES[size]
     if not (path / "manifest.json").exists():
         start = time.perf_counter()
@@ -70,6 +76,7 @@ def selections(data, rng, n: int):
 
 
 def bench_selection(path: Path, repeats: int) -> dict:
+    from bokeh.core.json_encoder import serialize_json
     from bokeh.document import Document
     from bokeh.protocol import Protocol
     from panel.io.state import set_curdoc
@@ -79,6 +86,7 @@ def bench_selection(path: Path, repeats: int) -> dict:
     page = create_app(path)
     doc = Document()
     page.server_doc(doc)
+    document_mb = len(serialize_json(doc.to_json())) / 1e6  # what a new page downloads before it can draw
     state = page.dashboard.state
     protocol = Protocol()
     rng = np.random.default_rng(0)
@@ -101,7 +109,8 @@ def bench_selection(path: Path, repeats: int) -> dict:
     walls, cpus = np.array(walls) * 1e3, np.array(cpus) * 1e3
     by_kind = {k: float(np.median(walls[np.array(kinds) == k])) for k in dict.fromkeys(kinds)}
     return {"wall_median": float(np.median(walls)), "wall_p90": float(np.percentile(walls, 90)),
-            "cpu_median": float(np.median(cpus)), "by_kind": by_kind, "patch_kb": float(np.median(sizes)) / 1e3}
+            "cpu_median": float(np.median(cpus)), "by_kind": by_kind, "patch_kb": float(np.median(sizes)) / 1e3,
+            "document_mb": document_mb}
 
 
 def bench_browser(path: Path, sessions: int) -> dict:
@@ -135,11 +144,16 @@ def bench_browser(path: Path, sessions: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="demo,big")
+    parser.add_argument("--sizes", default="demo,big", help="comma-separated: demo, big or bundle folders")
     parser.add_argument("--repeats", type=int, default=40, help="selection changes timed per size")
     parser.add_argument("--sessions", type=int, default=4, help="browser sessions opened per size")
     parser.add_argument("--no-browser", action="store_true", help="skip first-render and memory figures")
+    parser.add_argument("--inline-thumbnails", action="store_true",
+                        help="measure the page without the thumbnail route (panel serve without --plugins)")
     args = parser.parse_args(argv)
+    if not args.inline_thumbnails:  # as the served page: `panel serve --plugins explorer.serve_thumbnails`
+        import explorer.serve_thumbnails  # noqa: F401
+    thumbnails = "inline" if args.inline_thumbnails else "as URLs"
     print(f"dashboard benchmark on {os.cpu_count()} CPU cores (target: selection → all views ≤ {TARGET_MS} ms median)")
     for size in args.sizes.split(","):
         path = ensure_bundle(size)
@@ -152,7 +166,8 @@ def main(argv=None) -> int:
         print(f"  selection → all views updated: median {sel['wall_median']:.0f} ms wall "
               f"({sel['cpu_median']:.0f} ms CPU), p90 {sel['wall_p90']:.0f} ms — {verdict} the {TARGET_MS} ms target")
         print("  by kind (median wall): " + ", ".join(f"{k} {v:.0f} ms" for k, v in sel["by_kind"].items()))
-        print(f"  patch sent to the browser: median {sel['patch_kb']:.1f} kB")
+        print(f"  patch sent to the browser: median {sel['patch_kb']:.1f} kB; a new page's document "
+              f"{sel['document_mb']:.1f} MB (hover thumbnails {thumbnails})")
         if not args.no_browser:
             web = bench_browser(path, args.sessions)
             print(f"  page first render: {web['cold_render']:.1f} s on a cold server (imports + bundle load), "

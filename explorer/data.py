@@ -5,10 +5,12 @@ Per-session state lives in explorer.state; everything here is read-only after lo
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import sys
 from functools import cached_property, lru_cache
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -68,7 +70,12 @@ KEY_COLUMNS = ("morphology", "log_mstar", "log_ssfr", "log_age_lw", "ew_halpha",
 NOT_PROPERTIES = {"galaxy_id", "source", "thumbnail", "galaxy_index", "bin_id", "desom1_node", "desom2_node", "sed_node"}
 MAX_CATEGORIES = 20  # more distinct values than this is an identifier, not a category
 CLUSTER_METHODS = {"kmeans": "k-means", "gmm": "GMM"}  # the methods of embeddings/<E>/clusters.parquet
-HOVER_THUMBNAILS_UP_TO = 3000  # inline thumbnails in hover payloads only for small surveys
+# Hover thumbnails are URLs where the server has the thumbnail route (explorer.serve_thumbnails, loaded by
+# `panel serve --plugins`); otherwise inline PNGs, only for small surveys (each adds ~30 kB to the page)
+HOVER_THUMBNAILS_UP_TO = 500
+THUMBNAIL_PLUGIN = "explorer.serve_thumbnails"
+THUMBNAIL_ROUTE = "thumbnails"
+THUMBNAIL_FOLDERS: dict[str, Path] = {}  # bundle key -> folder, for the thumbnail route
 LABEL_COLUMNS = ("relevance", "tags")  # galaxy columns made from the labels file (precompute.labels.LabelLog.columns)
 CATEGORY_COLUMNS = (*LABEL_COLUMNS, "sed_kmeans")  # categories whatever their dtype (cluster numbers are names)
 # The map of galaxies the dashboard shows beside DESOM-1: DESOM-2 of the fingerprints for a survey of cubes, the
@@ -298,9 +305,24 @@ class ExplorerData:
     def thumbnail_path(self, g: int) -> Path:
         return self.path / self.galaxies["thumbnail"].iat[g]
 
-    @cached_property
+    @property
     def hover_thumbnails(self) -> list[str] | None:
-        """PNG data URIs for hover tooltips; None for large surveys (their payload would be too heavy)."""
+        """Thumbnail sources for hover tooltips: URLs relative to the page where the server has the thumbnail route,
+        else PNG data URIs for small surveys and None for large ones (their payload would be too heavy). Asked per
+        session: `panel serve --warm` loads the bundle before it imports the plugins."""
+        if THUMBNAIL_PLUGIN in sys.modules:  # imported by `panel serve --plugins` only: never imported here
+            return self._thumbnail_urls
+        return self._thumbnail_uris
+
+    @cached_property
+    def _thumbnail_urls(self) -> list[str]:
+        folder = self.path.resolve()
+        key = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+        THUMBNAIL_FOLDERS[key] = folder
+        return [f"{THUMBNAIL_ROUTE}/{key}/{quote(t)}" for t in self.galaxies["thumbnail"]]
+
+    @cached_property
+    def _thumbnail_uris(self) -> list[str] | None:
         if self.n_galaxies > HOVER_THUMBNAILS_UP_TO:
             return None
         return [thumbnail_uri(self.thumbnail_path(g)) for g in range(self.n_galaxies)]

@@ -52,6 +52,7 @@ def start(bundle, log, port: int | None = None, warm: bool = True, extra_args=()
     server = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
          "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness", *(["--warm"] if warm else []),
+         "--plugins", "explorer.serve_thumbnails",
          *extra_args, "--args", str(bundle)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SAMP_HUB": ""},
     )

@@ -5,6 +5,9 @@ data coordinates, and the expected galaxies are computed from the bundle the ser
 """
 import io
 import re
+from urllib.error import HTTPError
+from urllib.parse import urljoin
+from urllib.request import urlopen
 
 import numpy as np
 import pandas as pd
@@ -151,7 +154,18 @@ def test_hover_shows_the_galaxy_id(dashboard, bundle, artifacts):
     tooltip = dashboard.locator(".galaxy-tooltip").first
     tooltip.wait_for(timeout=15_000)
     assert bundle.galaxies["galaxy_id"].iat[g] in tooltip.inner_text()
+    # the thumbnail is a file the server serves (explorer.serve_thumbnails), not an image inlined in the page
+    image = tooltip.locator("img")
+    assert image.get_attribute("src").startswith("thumbnails/")
+    dashboard.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
+                                timeout=15_000)
     dashboard.screenshot(path=artifacts / "04-hover.png")
+    # and the route serves thumbnails only: a path climbing out of the thumbnails folder is refused
+    key = image.get_attribute("src").split("/")[1]
+    outside = urljoin(dashboard.url, f"thumbnails/{key}/%2E%2E/manifest.json")
+    with pytest.raises(HTTPError) as refused:
+        urlopen(outside, timeout=10)
+    assert refused.value.code in (403, 404)
 
 
 def test_csv_download_has_exactly_the_selection(dashboard, bundle, artifacts):
