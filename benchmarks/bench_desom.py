@@ -16,7 +16,7 @@ import torch
 
 from precompute import prepare
 from precompute.config import load_config
-from precompute.spectral_maps import spectrum_desom
+from precompute.spectral_maps import spectrum_desom, training_sample_size
 
 TARGET_SPECTRA_PER_S = 2000
 
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     print(f"{len(flux)} prepared spectra of {flux.shape[1]} pixels from {args.galaxies} mock galaxies")
 
     # Training: the configured DESOM-1 on at most max_train_spectra spectra, as the build does.
-    n_train = min(len(flux), cfg["max_train_spectra"])
+    n_train = min(len(flux), training_sample_size(cfg, "cpu") or len(flux))
     model = spectrum_desom(flux.shape[1], cfg, args.seed, args.device, verbose=False)
     start = time.perf_counter()
     model.fit(flux[:n_train], ivar[:n_train] > 0)

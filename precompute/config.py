@@ -41,7 +41,10 @@ DEFAULT_CONFIG: dict = {
         "epochs": 4,  # joint epochs at most (early stopping on validation_fraction of the training spectra)
         "patience": 3,
         "validation_fraction": 0.1,
-        "max_train_spectra": 6000,  # random training subsample per build: bounds the training time on a CPU
+        # Training spectra (a random sample of the training galaxies' bins): "auto" = every one on a GPU, 6,000 on
+        # a CPU (bounds its training time); an integer caps the sample, null takes every one. Above 20,000 they
+        # are streamed from the bundle's files a mini-batch at a time (DESOM's StreamedRows), never all in memory.
+        "max_train_spectra": "auto",
         "batch_size": 64,  # small batches: more steps per epoch, which short CPU trainings need
         "learning_rate": 1.0e-3,
         "histogram_bins": 20,  # per-node empirical PDF of each property
@@ -262,6 +265,7 @@ TYPES = {
     "inputs.column_map": "mapping of strings",  # catalogue column -> property name, any names
     "desom1.sigma_start": "number or null",
     "desom2.sigma_start": "number or null",
+    "desom1.max_train_spectra": "integer >= 1, \"auto\" or null",
 }
 # Constraints on values, by key name wherever it appears (every section uses these names alike).
 SIZES = {  # integers >= 1
@@ -355,6 +359,9 @@ def _explicit_type_problems(where: str, value, kind: str) -> list[str]:
             return [f"{where}: expected a mapping of strings (a JSON object), got {_shown(value)}"]
         return [f"{where}.{name}: expected a string, got {_shown(item)}"
                 for name, item in value.items() if not isinstance(item, str)]
+    if kind.startswith("integer >= 1"):
+        ok = value is None or value == "auto" or (_is_integer(value) and value >= 1)
+        return [] if ok else [f"{where}: expected an {kind}, got {_shown(value)}"]
     ok = value is None or (isinstance(value, str) if kind == "string or null" else _is_number(value))
     return [] if ok else [f"{where}: expected a {kind}, got {_shown(value)}"]
 

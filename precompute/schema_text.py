@@ -41,7 +41,8 @@ Each section is listed in `manifest.sections`; its files and the table columns i
 `precompute/schema.py` and checked on reading (presence) and by `validate` (everything).
 """,
     "desom1": ("""
-Trained on the bins of the `train` galaxies (a random subsample of at most `config.desom1.max_train_spectra`);
+Trained on the bins of the `train` galaxies (a random sample of `config.desom1.max_train_spectra`: "auto" = every one
+on a GPU, 6,000 on a CPU; more than 20,000 are streamed from `spectra/flux.npy` a mini-batch at a time);
 every bin is then placed on the frozen map. Architecture: 4 conv blocks (conv, max-pool 2, leaky ReLU) to a
 latent of `latent_dim` (scaled to unit mean square by one shared factor), mirrored decoder, plus a linear path
 started at the PCA of the training spectra; loss = masked MSE + γ · SOM loss (per latent dimension and unit
@@ -55,8 +56,8 @@ definition the dashboard uses too. Properties are every numeric or boolean colum
 Adds to `bins.parquet`: `desom1_node`, `desom1_qe`. Metrics `desom1`: `topographic_error`, `quantization_error`
 (training bins), `val_topographic_error`, `val_quantization_error` (held-out galaxies' bins), `val_mse_autoencoder`,
 `val_mse_pca`, `pca_components`, `improvement_over_pca` (1 − AE/PCA; masked MSE on the held-out galaxies' bins, a random
-`config.desom1.max_train_spectra` of them in a larger survey; PCA
-with as many components as the latent, fitted on the same training spectra with bad pixels filled by the training
+6,000 of them in a larger survey; PCA
+with as many components as the latent, fitted on the training spectra (6,000 of them at most) with bad pixels filled by the training
 mean), `smoothness` (per bin property: Pearson r between node medians and their neighbours' mean), `epochs`,
 `best_epoch`, `seconds`, `train_spectra`, `val_spectra`.
 

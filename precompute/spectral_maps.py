@@ -17,12 +17,16 @@ from tqdm.auto import tqdm
 
 from precompute import schema
 from precompute.bundle import BundleWriter
+from precompute.device import resolve_device
 from precompute.fingerprints import fingerprint_counts, node_scale, normalise_fingerprints
 from precompute.models.autoencoder import fingerprint_autoencoder, spectrum_autoencoder
-from precompute.models.desom import DESOM
+from precompute.models.desom import DESOM, FIT_SAMPLE, StreamedRows
 from precompute.models.som import SOM, adjacency, grid_coordinates
 from precompute.node_statistics import member_spectra, node_properties, property_table
 from precompute.schema import GALAXY_PREFIX
+
+CPU_TRAIN_SPECTRA = 6000  # DESOM-1's training sample on a CPU ("auto"): ~1 min of training on 2 cores
+SCORED_SPECTRA = 6000  # spectra the autoencoder-vs-PCA figure is measured on: its precision, not the survey
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -118,12 +122,11 @@ def build_desom1(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.DataFram
     if not train.any():
         raise ValueError("no binned spectrum belongs to a training galaxy (split == 'train'): nothing to learn from")
 
-    # DESOM-1 on (a random subsample of) the training galaxies' bins
+    # DESOM-1 on (a random sample of) the training galaxies' bins, streamed from disk when they are many
     cfg = config["desom1"]
-    fit_on = np.flatnonzero(train)
-    if fit_on.size > cfg["max_train_spectra"]:
-        fit_on = np.sort(np.random.default_rng(seed).choice(fit_on, cfg["max_train_spectra"], replace=False))
-    model = spectrum_desom(len(wave), cfg, seed, device).fit(flux[fit_on], ivar[fit_on] > 0)
+    fit_on = random_rows(np.flatnonzero(train), training_sample_size(cfg, device), seed)
+    inputs = (StreamedRows(flux, ivar, fit_on),) if fit_on.size > FIT_SAMPLE else (flux[fit_on], ivar[fit_on] > 0)
+    model = spectrum_desom(len(wave), cfg, seed, device).fit(*inputs)
     latent = encode_in_chunks(model, flux, ivar)
     nodes, qe = model.bmu(latent, latent=True)
     bins = bins.assign(desom1_node=nodes.astype(np.int32), desom1_qe=qe.astype(np.float32))
@@ -139,15 +142,29 @@ def build_desom1(writer: BundleWriter, galaxies: pd.DataFrame, bins: pd.DataFram
         metrics["val_topographic_error"] = model.topographic_error(latent[held_out], latent=True)
         metrics["val_quantization_error"] = model.quantization_error(latent[held_out], latent=True)
         # a sample as large as the training one: the figure's precision, not a copy of every held-out spectrum
-        scored = np.flatnonzero(held_out)
-        if scored.size > cfg["max_train_spectra"]:
-            scored = np.sort(np.random.default_rng(seed).choice(scored, cfg["max_train_spectra"], replace=False))
-        metrics.update(autoencoder_vs_pca(model, flux[fit_on], ivar[fit_on], flux[scored], ivar[scored]))
+        scored = random_rows(np.flatnonzero(held_out), SCORED_SPECTRA, seed)
+        fitted = random_rows(fit_on, SCORED_SPECTRA, seed)  # the PCA baseline's fit, in memory
+        metrics.update(autoencoder_vs_pca(model, flux[fitted], ivar[fitted], flux[scored], ivar[scored]))
     medians = table.pivot(index="node", columns="property", values="median")
     metrics["smoothness"] = {p: node_map_smoothness(medians[p].to_numpy(), cfg["rows"], cfg["cols"], cfg["topology"])
                              for p in medians.columns if not p.startswith(GALAXY_PREFIX)}
     writer.metrics["desom1"] = metrics
     return bins, latent
+
+
+def training_sample_size(cfg: dict, device: str) -> int | None:
+    """How many training spectra DESOM-1 sees (config.desom1.max_train_spectra); None = every one."""
+    cap = cfg["max_train_spectra"]
+    if cap == "auto":
+        return None if resolve_device(device).startswith("cuda") else CPU_TRAIN_SPECTRA
+    return cap
+
+
+def random_rows(rows: np.ndarray, at_most: int | None, seed: int) -> np.ndarray:
+    """`rows` or, when there are more, a random sample of `at_most` of them in file order."""
+    if at_most is None or rows.size <= at_most:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, at_most, replace=False))
 
 
 def encode_in_chunks(model: DESOM, flux, ivar, chunk: int = 16384) -> np.ndarray:

@@ -27,7 +27,7 @@ from precompute.embeddings import write_embedding
 from precompute.images import thumbnail_png
 from precompute.models.som import SOM
 from precompute.prepare import rest_frame_grid
-from precompute.spectral_maps import build_desom2, write_desom1, write_fingerprints
+from precompute.spectral_maps import build_desom2, training_sample_size, write_desom1, write_fingerprints
 
 MORPHOLOGIES = ("E", "S0", "Sa", "Sb", "Sc", "Sd", "Irr", "BCD")
 LATENT_DIM = 16
@@ -296,7 +296,7 @@ def _write_spectral_map(writer, rng, galaxies, bins, wave, flux, ivar, config) -
     mixing = rng.normal(0, 1, (len(ENCODED), LATENT_DIM))
     latent = ((properties - mean) / std) @ mixing + rng.normal(0, 0.1, (len(bins), LATENT_DIM))
     train = np.flatnonzero(galaxies["split"].to_numpy()[bins["galaxy_index"].to_numpy()] == "train")
-    sample = rng.choice(train, size=min(train.size, cfg["max_train_spectra"]), replace=False)
+    sample = rng.choice(train, size=min(train.size, training_sample_size(cfg, "cpu") or train.size), replace=False)
     som = SOM(cfg["rows"], cfg["cols"], cfg["topology"], sigma_end=cfg["sigma_end"], n_epochs=5,
               seed=int(config["seed"])).fit(latent[sample])
     nodes = som.transform(latent)

@@ -92,6 +92,11 @@ def test_keys_whose_default_does_not_show_their_type():
         "inputs.files: expected a list of strings, got 'a.fits' (str)",
         "inputs.column_map.nsa_z: expected a string, got 1 (int)",
     ]
+    for allowed in ("auto", None, 2000):
+        assert load_config(desom1={"max_train_spectra": allowed})["desom1"]["max_train_spectra"] == allowed
+    assert problems_of(desom1={"max_train_spectra": "all"}) + problems_of(desom1={"max_train_spectra": 0}) == [
+        'desom1.max_train_spectra: expected an integer >= 1, "auto" or null, got \'all\' (str)',
+        'desom1.max_train_spectra: expected an integer >= 1, "auto" or null, got 0 (int)']
 
 
 def test_unusable_files_are_config_errors_naming_the_file(tmp_path):

@@ -165,3 +165,39 @@ def test_fingerprints_count_and_normalise_as_seed_001():
     assert fingerprint_string(fingerprints[1]) == "0:1 3:0.5"
     with pytest.raises(ValueError, match="nodes must lie"):
         fingerprint_counts(galaxy, nodes + 4, 4, 4)
+
+
+def test_a_fit_streamed_from_disk_is_the_fit_in_memory(tmp_path):
+    """Rows of .npy files read a mini-batch at a time (how a survey larger than memory trains) give the model an
+    in-memory fit of the same rows gives, and a sample bounds what the start of a large fit holds."""
+    from precompute.models import desom as desom_module
+    from precompute.models.desom import StreamedRows
+    from precompute.rows import NpyRows
+
+    flux, _, _ = toy_spectra(300, seed=4)
+    ivar = np.ones_like(flux)
+    ivar[::7, 40:50] = 0  # some bad stretches, which the mask must carry from the ivar file
+    np.save(tmp_path / "flux.npy", flux)
+    np.save(tmp_path / "ivar.npy", ivar)
+    rows = np.arange(20, 260)  # a subset, in file order, like a build's training spectra
+    quick = dict(pretrain_epochs=1, n_epochs=2)
+    in_memory = small_desom(**quick).fit(flux[rows], ivar[rows] > 0)
+    on_disk = StreamedRows(NpyRows(tmp_path / "flux.npy"), NpyRows(tmp_path / "ivar.npy"), rows)
+    streamed = small_desom(**quick).fit(on_disk)
+    np.testing.assert_array_equal(streamed.prototypes_, in_memory.prototypes_)
+    np.testing.assert_array_equal(streamed.transform(flux), in_memory.transform(flux))
+
+    read = []
+    original = StreamedRows.read
+
+    def recorded(self, positions):
+        read.append(len(positions))
+        return original(self, positions)
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(desom_module, "FIT_SAMPLE", 50)
+        patched.setattr(StreamedRows, "read", recorded)
+        sampled = small_desom(**quick).fit(on_disk)
+    # the starting statistics' sample, then mini-batches (training 32, loss evaluation 4 x 32): never every row
+    assert read[0] == 50 and max(read[1:]) <= 4 * 32
+    assert np.isfinite(sampled.prototypes_).all() and len(np.unique(sampled.transform(flux))) > 5

@@ -198,3 +198,34 @@ def test_desom2_backends_separate_two_kinds_of_fingerprint(backend):
     assert writer.files["desom2/hits.npy"].sum() == n and nodes.dtype == np.int32
     assert not set(nodes[kind == 0]) & set(nodes[kind == 1]), "the two kinds share nodes"
     assert writer.metrics["desom2"]["morphology_distance_ratio"] < 0.8
+
+
+def test_desom1_streams_every_training_spectrum_from_the_bundle_files(survey_bundle, tmp_path, monkeypatch):
+    """max_train_spectra null (the GPU default): every training spectrum, read from the bundle's flux and ivar
+    files a mini-batch at a time once there are more than FIT_SAMPLE of them."""
+    from precompute import spectral_maps
+    from precompute.bundle import BundleWriter
+    from precompute.rows import NpyRows
+
+    monkeypatch.setattr(spectral_maps, "FIT_SAMPLE", 500)
+    given = []
+    fit = DESOM.fit
+    monkeypatch.setattr(DESOM, "fit", lambda self, *inputs: given.append(inputs) or fit(self, *inputs))
+    config = load_config(**{**survey_bundle.config, "desom1": {**survey_bundle.config["desom1"], "epochs": 1,
+                                                              "pretrain_epochs": 0, "max_train_spectra": None}})
+    bins, galaxies = survey_bundle.bins, survey_bundle.galaxies
+    flux = NpyRows(survey_bundle.path / schema.FLUX.path)
+    ivar = NpyRows(survey_bundle.path / schema.IVAR.path)
+
+    class Measured(Exception):
+        """Leaves the writer without a bundle: only the stage's results are looked at."""
+
+    with pytest.raises(Measured), BundleWriter(tmp_path / "streamed", config, seed=1) as writer:
+        placed, latent = spectral_maps.build_desom1(writer, galaxies, bins, survey_bundle.wave, flux, ivar, config)
+        metrics = writer.metrics["desom1"]
+        raise Measured
+    training = (galaxies["split"].to_numpy()[bins["galaxy_index"].to_numpy()] == "train").sum()
+    (inputs,) = given
+    assert len(inputs) == 1 and isinstance(inputs[0], spectral_maps.StreamedRows) and len(inputs[0]) == training
+    assert metrics["train_spectra"] == training > 500
+    assert np.isfinite(latent).all() and placed["desom1_node"].nunique() > 20

@@ -7,7 +7,9 @@ annealed over the iterations; the same loop trains both autoencoders.
 
 Training: the autoencoder's linear paths start at the PCA of the training inputs (`pca_start`), optional
 pre-training of the autoencoder alone, SOM prototypes laid on the principal plane of the latent codes, then joint
-training with early stopping on a validation split (the best epoch is kept).
+training with early stopping on a validation split (the best epoch is kept). Inputs larger than memory are given as
+`StreamedRows` (rows of a file read a mini-batch at a time): the normalisation, the PCA start and the SOM's
+initial prototypes then come from a sample of `FIT_SAMPLE` training inputs, and nothing else is held.
 """
 from __future__ import annotations
 
@@ -25,6 +27,24 @@ from tqdm.auto import tqdm
 from precompute.device import resolve_device
 from precompute.models.autoencoder import ConvAutoencoder
 from precompute.models.som import SOMLayer, neighbourhood, sigma_at
+
+FIT_SAMPLE = 20_000  # streamed inputs: training inputs held at once for the statistics that start the fit
+
+
+class StreamedRows:
+    """Inputs that stay on disk: rows `index` of `values` (e.g. `precompute.rows.NpyRows` of a survey's flux) with
+    the good-pixel mask `weights[rows] > 0` (e.g. the ivar), read one mini-batch at a time by `DESOM.fit`."""
+
+    def __init__(self, values, weights=None, index=None):
+        self.values, self.weights = values, weights
+        self.index = np.arange(len(values)) if index is None else np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, positions) -> tuple[np.ndarray, np.ndarray | None]:
+        rows = self.index[np.asarray(positions)]
+        return self.values[rows], None if self.weights is None else self.weights[rows] > 0
 
 
 def _with_threads(method):
@@ -92,13 +112,16 @@ class DESOM:
     # ------------------------------------------------------------------------------------------------- training
     @_with_threads
     def fit(self, X, mask=None) -> "DESOM":
-        """Train on X (spectra [N, n_wave] or images [N, rows, cols]); mask (same shape, 1 = good) drops pixels
-        from the reconstruction loss, e.g. ``ivar > 0`` for spectra."""
-        X, mask = self._inputs(X, mask)
-        if mask is None:
-            mask = torch.ones(X.shape, dtype=torch.bool)
-        if X.shape[0] < 2:
-            raise ValueError(f"DESOM needs at least 2 samples to train, got {X.shape[0]}")
+        """Train on X (spectra [N, n_wave] or images [N, rows, cols], or `StreamedRows` of them); mask (same
+        shape, 1 = good) drops pixels from the reconstruction loss, e.g. ``ivar > 0`` for spectra."""
+        streamed = isinstance(X, StreamedRows)
+        if not streamed:
+            X, mask = self._inputs(X, mask)
+            if mask is None:
+                mask = torch.ones(X.shape, dtype=torch.bool)
+        n = len(X)
+        if n < 2:
+            raise ValueError(f"DESOM needs at least 2 samples to train, got {n}")
         if not (isinstance(self.n_epochs, int) and self.n_epochs >= 1):
             raise ValueError(f"n_epochs must be an integer >= 1, got {self.n_epochs!r}")
         start = time.perf_counter()
@@ -106,19 +129,37 @@ class DESOM:
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         # Early stopping watches a random validation split of the training samples.
-        order = torch.randperm(X.shape[0], generator=generator)
-        n_val = int(round(self.validation_fraction * X.shape[0])) if self.validation_fraction else 0
-        n_val = min(max(n_val, 1 if self.validation_fraction else 0), X.shape[0] - 1)
+        order = torch.randperm(n, generator=generator)
+        n_val = int(round(self.validation_fraction * n)) if self.validation_fraction else 0
+        n_val = min(max(n_val, 1 if self.validation_fraction else 0), n - 1)
         val, train = order[:n_val], order[n_val:]
 
         self.autoencoder_ = copy.deepcopy(self.autoencoder)
         for module in self.autoencoder_.modules():  # fresh weights from `seed`, whatever the template saw
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-        self.autoencoder_.set_normalisation(X[train], mask[train].float())
-        X = self._impute(X, mask)
+        if streamed:  # the starting statistics from a sample: memory independent of the number of inputs
+            if len(train) > FIT_SAMPLE:
+                sample = train[torch.randperm(len(train), generator=generator)[:FIT_SAMPLE]]
+            else:
+                sample = train
+            X_fit, mask_fit = self._read(X, sample)
+            val = val[:FIT_SAMPLE]  # early stopping watches a fixed part of the held-back inputs
+        else:
+            X_fit, mask_fit = X[train], mask[train]
+        self.autoencoder_.set_normalisation(X_fit, mask_fit.float())
+        X_fit = self._impute(X_fit, mask_fit)
+        if streamed:
+            def rows(batch):
+                x, m = self._read(X, batch)
+                return self._impute(x, m), m
+        else:
+            X = self._impute(X, mask)
+
+            def rows(batch):
+                return X[batch], mask[batch]
         if self.pca_start:
-            self.autoencoder_.start_from_pca(*self._principal_components(X[train], generator))
+            self.autoencoder_.start_from_pca(*self._principal_components(X_fit, generator))
         self.autoencoder_.to(device)
         latent_dim = self.autoencoder_.config["latent_dim"]
         self.som_ = SOMLayer(self.rows, self.cols, latent_dim, self.topology).to(device)
@@ -126,10 +167,11 @@ class DESOM:
         self.history_ = []
         optimizer = torch.optim.Adam(self.autoencoder_.parameters(), lr=self.learning_rate)
         for epoch in self._progress(range(self.pretrain_epochs), "pre-training autoencoder"):
-            self._epoch(X, mask, train, optimizer, generator, device, joint=False)
-            self._record("pretrain", epoch, None, X, mask, train, val, device)
+            self._epoch(rows, train, optimizer, generator, device, joint=False)
+            self._record("pretrain", epoch, None, rows, train, val, device)
 
-        self.som_.initialize(self._encode(X[train], device), init=self.som_init, seed=self.seed)
+        self.som_.initialize(self._encode(X_fit, device), init=self.som_init, seed=self.seed)
+        del X_fit, mask_fit
         optimizer = torch.optim.Adam([*self.autoencoder_.parameters(), *self.som_.parameters()], lr=self.learning_rate)
         n_steps = self.n_epochs * max(1, -(-len(train) // self.batch_size))
         sigma_start = self.sigma_start if self.sigma_start is not None else max(self.rows, self.cols) / 2
@@ -139,8 +181,8 @@ class DESOM:
         best, best_loss, waited, step = None, float("inf"), 0, 0
         bar = self._progress(range(self.n_epochs), "training DESOM")
         for epoch in bar:
-            step = self._epoch(X, mask, train, optimizer, generator, device, joint=True, schedule=schedule, step=step)
-            record = self._record("joint", epoch, schedule(step - 1), X, mask, train, val, device)
+            step = self._epoch(rows, train, optimizer, generator, device, joint=True, schedule=schedule, step=step)
+            record = self._record("joint", epoch, schedule(step - 1), rows, train, val, device)
             loss = record["val_loss"] if len(val) else record["train_loss"]
             bar.set_postfix(loss=f"{loss:.3g}", sigma=f"{record['sigma']:.2f}")
             if loss < best_loss:
@@ -170,10 +212,12 @@ class DESOM:
         order = eigval.argsort(descending=True)[:m]
         return eigvec[:, order].T.float(), eigval[order].clamp_min(0).sqrt().float()
 
-    def _epoch(self, X, mask, train, optimizer, generator, device, joint, schedule=None, step=0) -> int:
+    def _epoch(self, rows, train, optimizer, generator, device, joint, schedule=None, step=0) -> int:
+        """One pass over the training inputs in random mini-batches; `rows(batch)` gives (inputs, mask)."""
         self.autoencoder_.train()
         for batch in self._batches(train[torch.randperm(len(train), generator=generator)]):
-            x, m = X[batch].to(device, non_blocking=True), mask[batch].to(device, non_blocking=True).float()
+            x, m = rows(batch)
+            x, m = x.to(device, non_blocking=True), m.to(device, non_blocking=True).float()
             x_hat, z = self.autoencoder_(x)
             loss = masked_mse(x, x_hat, m)
             if joint:
@@ -195,12 +239,13 @@ class DESOM:
         return self.som_.som_loss(z, sigma) / (mass * z.shape[1])
 
     @torch.no_grad()
-    def _losses(self, X, mask, index, device, sigma) -> tuple[float, float]:
+    def _losses(self, rows, index, device, sigma) -> tuple[float, float]:
         """(masked MSE, MSE + γ·SOM loss at σ) over the samples `index`, averaged per sample batch."""
         self.autoencoder_.eval()
         mse = total = 0.0
         for batch in self._batches(index, 4 * self.batch_size):
-            x, m = X[batch].to(device), mask[batch].to(device).float()
+            x, m = rows(batch)
+            x, m = x.to(device), m.to(device).float()
             x_hat, z = self.autoencoder_(x)
             batch_mse = float(masked_mse(x, x_hat, m))
             mse += batch_mse * len(batch)
@@ -208,15 +253,15 @@ class DESOM:
         n = max(len(index), 1)
         return mse / n, total / n
 
-    def _record(self, phase, epoch, sigma, X, mask, train, val, device) -> dict:
+    def _record(self, phase, epoch, sigma, rows, train, val, device) -> dict:
         """Losses after an epoch. The SOM term is taken at the final σ whatever σ the epoch trained with: early
         stopping then compares every epoch's map as the finished map it would be, not a moving target (the raw
         loss falls with σ alone and would hide a stalled map, or stop while σ is still wide)."""
         sigma_final = self.sigma_end if sigma is not None else None
         # The training loss is measured on a fixed subsample: a full pass would double the epoch time.
         probe = train[: max(len(val), min(len(train), 2048))]
-        train_mse, train_loss = self._losses(X, mask, probe, device, sigma_final)
-        val_mse, val_loss = self._losses(X, mask, val, device, sigma_final) if len(val) else (float("nan"),) * 2
+        train_mse, train_loss = self._losses(rows, probe, device, sigma_final)
+        val_mse, val_loss = self._losses(rows, val, device, sigma_final) if len(val) else (float("nan"),) * 2
         record = {"phase": phase, "epoch": epoch, "sigma": sigma, "train_mse": train_mse, "train_loss": train_loss,
                   "val_mse": val_mse, "val_loss": val_loss}
         self.history_.append(record)
@@ -247,6 +292,11 @@ class DESOM:
                 raise ValueError("inputs contain NaN/inf at pixels the mask does not mark as bad")
             X = torch.where(bad, torch.zeros_like(X), X)
         return X, mask
+
+    def _read(self, X: StreamedRows, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs `positions` of streamed inputs, checked like in-memory ones, with their mask (all good if none)."""
+        x, mask = self._inputs(*X.read(positions.numpy()))
+        return x, torch.ones(x.shape, dtype=torch.bool) if mask is None else mask
 
     @torch.no_grad()
     def _encode(self, X: torch.Tensor, device, batch_size: int = 2048) -> torch.Tensor:
