@@ -4,6 +4,8 @@ neighbours in the chosen embedding.
 """
 from __future__ import annotations
 
+import json
+
 import holoviews as hv
 import numpy as np
 import panel as pn
@@ -100,14 +102,17 @@ class ThumbnailGrid(ReactiveHTML):
     once. As one pane, button and caption per card it changed ~36 models, and the browser relaid out (and
     repainted every plot of) the gallery's root for each: ~1 s of the brush-to-redraw time on the demo bundle."""
 
-    cards = param.List(default=[], doc="[{'uri', 'name', 'caption'}] in the order shown")
+    cards = param.List(default=[], precedence=-1, doc="[{'uri', 'name', 'caption'}] in the order shown")
+    # What the browser gets: the cards as JSON text. Panel cannot send a list of dicts that becomes empty
+    # (it takes an empty list for a list of models and fails on the old dicts: TypeError, unhashable 'dict').
+    cards_json = param.String(default="[]")
     size = param.Integer(default=84, doc="thumbnail size in pixels")
     clicked = param.List(default=[], doc="[card index, click time]: set by the browser when a button is pressed")
 
     _template = '<div id="grid" class="thumbnail-grid" style="display:flex;flex-wrap:wrap"></div>'
     _scripts = {
         "render": """
-          grid.replaceChildren(...data.cards.map((card, i) => {
+          grid.replaceChildren(...JSON.parse(data.cards_json).map((card, i) => {
             const cell = document.createElement("div");
             cell.className = "gallery-card";
             cell.style.cssText = `margin:4px;width:${data.size + 4}px`;
@@ -125,7 +130,7 @@ class ThumbnailGrid(ReactiveHTML):
             cell.append(img, button, caption);
             return cell;
           }))""",
-        "cards": "self.render()",
+        "cards_json": "self.render()",
     }
 
     def __init__(self, state: SelectionState, size: int = 84, **params):
@@ -141,6 +146,7 @@ class ThumbnailGrid(ReactiveHTML):
         self.galaxies = galaxies
         if cards != self.cards:  # unchanged: send nothing
             self.cards = cards
+            self.cards_json = json.dumps(cards)
 
     def _open(self, event) -> None:
         if event.new and 0 <= event.new[0] < len(self.galaxies):

@@ -195,6 +195,10 @@ def test_gallery_pages(data, state):
     assert "3 galaxies" in view.header.object
     view.grid.clicked = [1, 0]  # what the browser sends when the second id is pressed: galaxy 5 in the detail view
     assert state.focus == 5
+    # a selection that empties the gallery reaches the page's model too (Panel failed on emptied lists of dicts)
+    model = view.grid.get_root(Document())
+    view.grid.show(data, [])
+    assert view.grid.cards == [] and model.data.cards_json == "[]"
 
 
 def test_bin_map_lights_up_brushed_nodes(data):
