@@ -41,7 +41,7 @@ from precompute import schema
 from precompute.bundle import Bundle
 from precompute.embeddings import RARE_KINDS
 from precompute.labels import INTERESTING, NOT_INTERESTING, LabelLog
-from precompute.rank import default_embedding, rank_bundle
+from precompute.rank import default_space, rank_bundle
 
 CUTS = (50, 100)  # galaxies viewed at which the found rare galaxies are reported
 HOW = "bench_discovery simulated user"
@@ -237,7 +237,7 @@ def report(result: dict) -> None:
     print(f"discovery: {result['bundle']} ({result['bundle_id']}): {result['galaxies']} galaxies, seed "
           f"{result['seed']}, mock.rare_fraction_scale {scale:g}{' (the survey as it is)' if scale == 1 else ''}")
     print(f"  a simulated user views the top {result['per_round']} each round, labels them from the truth flags "
-          f"(interesting = {' or '.join(RARE_KINDS)}); relevance model on the {result['embedding']!r} embedding")
+          f"(interesting = {' or '.join(RARE_KINDS)}); relevance model in the {result['embedding']!r} space")
     n_rare = result["rare_in_survey"]
     print(f"  rare galaxies in the survey: {n_rare['any']} "
           f"({', '.join(f'{k} {n_rare[k]}' for k in RARE_KINDS)}; a galaxy may be of several kinds)")
@@ -267,7 +267,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="data/bundles", help="folder of the built surveys (default data/bundles)")
     parser.add_argument("--workers", type=int, default=None,
                         help="preparation worker processes for a build (default: one per core; 0 = in this process)")
-    parser.add_argument("--embedding", help="embedding of the relevance model (default: the dashboard's first)")
+    parser.add_argument("--embedding", help="feature space of the relevance model: 'anomaly parts' (the default "
+                                            "when the bundle has an anomaly score) or an embedding's name")
     parser.add_argument("--viewed", type=int, default=100, help="galaxies the user views (default 100)")
     parser.add_argument("--per-round", type=int, default=10, help="galaxies viewed between re-ranks (default 10)")
     args = parser.parse_args(argv)
@@ -281,7 +282,7 @@ def main(argv=None) -> int:
         seed = DEFAULT_CONFIG["seed"] if args.seed is None else args.seed
         path = built_survey(seed, args.galaxies, args.rare_scale, Path(args.cache), args.workers)
     bundle = Bundle(path)
-    result = run(bundle, args.embedding or default_embedding(bundle), args.viewed, args.per_round)
+    result = run(bundle, args.embedding or default_space(bundle), args.viewed, args.per_round)
     report(result)
     print(json.dumps(result))
     return 0

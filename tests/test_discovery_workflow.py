@@ -20,7 +20,7 @@ from explorer import anomaly_explained, selection_table
 from explorer.labelling import FocusLabels, LabelTools
 from explorer.ranking import WhatNext
 from precompute import schema
-from precompute.bundle import Bundle
+from precompute.bundle import Bundle, BundleError
 from precompute.labels import (
     INTERESTING,
     NOT_INTERESTING,
@@ -28,7 +28,16 @@ from precompute.labels import (
     LabelLog,
     labels_path,
 )
-from precompute.rank import anomaly_percentile, rank, rank_bundle, relevance
+from precompute.rank import (
+    ANOMALY_PARTS_SPACE,
+    anomaly_percentile,
+    default_space,
+    feature_space,
+    rank,
+    rank_bundle,
+    relevance,
+    relevance_spaces,
+)
 
 IDS = np.array([f"g{i}" for i in range(6)], dtype=object)
 
@@ -290,3 +299,24 @@ def test_the_detail_view_ranks_the_line_residuals_and_shows_the_top_line_maps(re
     titles = [panel.opts.get().kwargs["title"] for panel in view.maps.object]
     assert titles[:3] == [f"{lines[0][0]}: {kind}" for kind in anomaly_explained.MAP_TITLES]
     assert len(view.bars.object) == len(lines)
+
+
+def test_the_relevance_is_learned_in_the_anomaly_parts_by_default(real_bundle, tmp_path):
+    """Astronomaly's relevance model works on the features the anomalies were found in: here the percentile of
+    each part of the anomaly score (bench_discovery: 89 rare galaxies in the first 100 viewed against 60 with
+    labels in the contrastive embedding, on the 2,560-galaxy mock survey)."""
+    bundle = Bundle(real_bundle)
+    parts = [part for part in schema.ANOMALY_PARTS if part in bundle.galaxies]
+    assert parts and relevance_spaces(bundle)[0] == ANOMALY_PARTS_SPACE == default_space(bundle)
+    vectors, metric, width = feature_space(bundle, ANOMALY_PARTS_SPACE)
+    assert vectors.shape == (len(bundle.galaxies), len(parts)) and metric == "euclidean" and width > 0
+    for j, part in enumerate(parts):  # each column ranks the galaxies by that part, the strongest at 1
+        assert vectors[int(np.nanargmax(bundle.galaxies[part])), j] == 1.0
+    log = LabelLog(tmp_path / "labels.jsonl", bundle.galaxies["galaxy_id"].to_numpy(), bundle.id)
+    labelled = int(np.nanargmax(bundle.galaxies["anomaly_score"]))
+    log.add(INTERESTING, [labelled])
+    ranked = rank_bundle(bundle, log, ANOMALY_PARTS_SPACE).set_index("g")
+    nearest = np.argsort(np.linalg.norm(vectors - vectors[labelled], axis=1))[1]
+    assert ranked.loc[nearest, "relevance"] > 0.5  # a galaxy with the same kind of anomaly is raised
+    with pytest.raises(BundleError, match="no relevance space 'colour'"):
+        rank_bundle(bundle, log, "colour")
