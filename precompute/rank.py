@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -113,17 +114,24 @@ def relevance_spaces(bundle: Bundle) -> list[str]:
 def feature_space(bundle: Bundle, space: str) -> tuple[np.ndarray, str, float]:
     """(vectors, metric, kernel width) of a relevance space: the anomaly parts' percentiles, or an embedding."""
     if space == ANOMALY_PARTS_SPACE and anomaly_parts(bundle.galaxies):
-        galaxies = bundle.galaxies
-        vectors = np.column_stack([anomaly_percentile(galaxies[part].to_numpy(float), len(galaxies))
-                                   for part in anomaly_parts(galaxies)])
-        k = min(BANDWIDTH_NEIGHBOUR + 1, len(vectors))  # each galaxy is its own first neighbour
-        distance, _ = NearestNeighbors(n_neighbors=k).fit(vectors).kneighbors(vectors)
-        return vectors, "euclidean", float(np.median(distance[:, -1]))
+        return _anomaly_parts_space(bundle)
     index = bundle.read(schema.EMBEDDING_INDEX) if bundle.has("embeddings") else {}
     if space not in index:
         raise BundleError(f"{bundle.path}: no relevance space {space!r} (this bundle has: "
                           f"{', '.join(relevance_spaces(bundle)) or 'none'})")
     return bundle.read(schema.EMBEDDING_VECTORS, embedding=space), index[space]["metric"], bandwidth(bundle, space)
+
+
+@lru_cache(maxsize=4)
+def _anomaly_parts_space(bundle: Bundle) -> tuple[np.ndarray, str, float]:
+    """The anomaly parts' space of a bundle, computed once: the dashboard re-ranks after every label."""
+    galaxies = bundle.galaxies
+    vectors = np.column_stack([anomaly_percentile(galaxies[part].to_numpy(float), len(galaxies))
+                               for part in anomaly_parts(galaxies)])
+    k = min(BANDWIDTH_NEIGHBOUR + 1, len(vectors))  # each galaxy is its own first neighbour
+    distance, _ = NearestNeighbors(n_neighbors=k).fit(vectors).kneighbors(vectors)
+    vectors.setflags(write=False)  # shared by every re-rank
+    return vectors, "euclidean", float(np.median(distance[:, -1]))
 
 
 def rank_bundle(bundle: Bundle, labels: LabelLog, space: str) -> pd.DataFrame:
