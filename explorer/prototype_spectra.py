@@ -6,15 +6,13 @@ have a fixed set of slots (one per node shown), so when the nodes change only th
 """
 from __future__ import annotations
 
-from functools import partial
-
-import holoviews as hv
 import numpy as np
 import panel as pn
 import param
+from bokeh.models import ColumnDataSource, FactorRange, LabelSet, Range1d, Span
+from bokeh.plotting import figure
 
 from explorer.data import ExplorerData, label
-from explorer.session import weak_hook
 from explorer.state import SelectionState
 from precompute import schema
 from precompute.node_statistics import density, histogram_edges, histogram_fractions
@@ -37,6 +35,8 @@ LINES = (
 LINE_COLOURS = {"emission": "#2166ac", "absorption": "#8c510a"}
 NODE_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 MAX_NODES = len(NODE_COLOURS)
+TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+PLOT_HEIGHT = 360
 
 
 def nodes_to_show(nodes: list[int], hits: np.ndarray, max_nodes: int = 3) -> list[int]:
@@ -50,20 +50,6 @@ def nodes_to_show(nodes: list[int], hits: np.ndarray, max_nodes: int = 3) -> lis
 
 def node_name(data: ExplorerData, k: int) -> str:
     return f"node ({k // data.desom1['cols']}, {k % data.desom1['cols']})"
-
-
-def line_markers(wave_range: tuple[float, float], top: float) -> hv.Overlay:
-    """Dashed vertical lines and names of the spectral features inside `wave_range`."""
-    inside = [(name, w, kind) for name, w, kind in LINES if wave_range[0] <= w <= wave_range[1]]
-    overlay = hv.Overlay()
-    for kind, colour in LINE_COLOURS.items():
-        xs = [w for _, w, k in inside if k == kind]
-        if xs:
-            overlay *= hv.VLines(xs, label=f"{kind} lines").opts(color=colour, line_dash="dotted", line_width=1,
-                                                                  alpha=0.7)
-    names = hv.Labels([(w, top, name) for name, w, _ in inside], vdims="text")
-    return overlay * names.opts(text_font_size="8pt", text_color="#555555", text_baseline="bottom", angle=90,
-                                text_align="right", yoffset=0)
 
 
 def _robust_top(flux: np.ndarray) -> float:
@@ -82,15 +68,6 @@ def node_spectra(data: ExplorerData, k: int | None) -> dict[str, np.ndarray]:
     return out
 
 
-def slot_sources(wave: np.ndarray, spectra: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Bokeh source columns of one slot, as HoloViews lays them out (an Area is one closed patch)."""
-    return {
-        "Band": {"x": np.concatenate([wave, wave[::-1]]), "y": np.concatenate([spectra["p84"], spectra["p16"][::-1]])},
-        "Median": {"wave": wave, "flux": spectra["p50"]},
-        "Prototype": {"wave": wave, "flux": spectra["prototype"]},
-    }
-
-
 def spectra_title(data: ExplorerData, nodes: list[int]) -> str:
     return ("Prototype spectra of " + ", ".join(node_name(data, k) for k in nodes)) if nodes else "No spectra selected"
 
@@ -100,30 +77,43 @@ def spectra_top(data: ExplorerData, nodes: list[int]) -> float:
     return max(tops)
 
 
-def prototype_plot(data: ExplorerData, nodes: list[int], hook=None) -> hv.Overlay:
-    """Decoded prototype (solid), members' median (dashed) and 16–84 % band of each node (one colour per slot),
-    with line markers. `hook(slot, role, plot, element)` receives each rendered layer (role "figure" for the
-    whole plot, "labels" for the line names)."""
-    wave = np.asarray(data.bundle.wave)
-    kx = hv.Dimension("wave", label="Rest-frame wavelength [Å]")
-    ky = hv.Dimension("flux", label="Normalised flux (mean 4050–4150 Å = 1)")
-    top = spectra_top(data, nodes)
-    hooks = (lambda slot, role: [partial(hook, slot, role)]) if hook else (lambda slot, role: [])
-    overlay = hv.Overlay()
-    for slot, colour in enumerate(NODE_COLOURS):
-        spectra = node_spectra(data, nodes[slot] if slot < len(nodes) else None)
-        overlay *= hv.Area((wave, spectra["p16"], spectra["p84"]), kdims=[kx], vdims=[ky, "flux_84"], group="Band",
-                           label=f"slot{slot}").opts(color=colour, alpha=0.18, line_alpha=0,
-                                                     hooks=hooks(slot, "Band"))
-        overlay *= hv.Curve((wave, spectra["p50"]), kx, ky, group="Median", label=f"slot{slot}").opts(
-            color=colour, line_dash="dashed", line_width=1, hooks=hooks(slot, "Median"))
-        overlay *= hv.Curve((wave, spectra["prototype"]), kx, ky, group="Prototype", label=f"slot{slot}").opts(
-            color=colour, line_width=2, hooks=hooks(slot, "Prototype"))
-    markers = line_markers((wave[0], wave[-1]), top * 1.02)
-    markers = markers.map(lambda el: el.opts(hooks=hooks(None, "labels")), hv.Labels)
-    return (overlay * markers).opts(hv.opts.Overlay(
-        title=spectra_title(data, nodes), show_legend=False, responsive=True, min_height=330, ylim=(0, top * 1.25),
-        show_grid=True, hooks=hooks(None, "figure")))
+class PrototypeFigure:
+    """Decoded prototype (solid), members' median (dashed) and 16–84 % band of each node shown, one colour per
+    slot, with the spectral lines marked. A Bokeh figure with a fixed set of slots (one source each), so showing
+    other nodes sends only their flux columns to the browser. Plain Bokeh: a HoloViews overlay of these 15 layers
+    cost ~0.9 s of every page's start-up."""
+
+    def __init__(self, data: ExplorerData, nodes: list[int]):
+        self.data = data
+        wave = np.asarray(data.bundle.wave, float)
+        self.figure = figure(tools=TOOLS, sizing_mode="stretch_width", height=PLOT_HEIGHT, min_width=300,
+                             x_range=(wave[0], wave[-1]), y_range=Range1d(0, 1),
+                             x_axis_label="Rest-frame wavelength [Å]",
+                             y_axis_label="Normalised flux (mean 4050–4150 Å = 1)")
+        self.slots = [ColumnDataSource({"wave": wave, **node_spectra(data, None)}) for _ in NODE_COLOURS]
+        for source, colour in zip(self.slots, NODE_COLOURS):
+            self.figure.varea("wave", "p16", "p84", source=source, fill_color=colour, fill_alpha=0.18)
+            self.figure.line("wave", "p50", source=source, color=colour, line_dash="dashed", line_width=1)
+            self.figure.line("wave", "prototype", source=source, color=colour, line_width=2)
+        inside = [(name, w, kind) for name, w, kind in LINES if wave[0] <= w <= wave[-1]]
+        for _, w, kind in inside:
+            self.figure.add_layout(Span(location=w, dimension="height", line_color=LINE_COLOURS[kind],
+                                        line_dash="dotted", line_width=1, line_alpha=0.7))
+        self.line_names = ColumnDataSource({"wave": [w for _, w, _ in inside], "flux": np.ones(len(inside)),
+                                            "text": [name for name, _, _ in inside]})
+        self.figure.add_layout(LabelSet(x="wave", y="flux", text="text", source=self.line_names, angle=90,
+                                        angle_units="deg", text_font_size="8pt", text_color="#555555",
+                                        text_baseline="bottom", text_align="right"))
+        self.show(nodes)
+
+    def show(self, nodes: list[int]) -> None:
+        for slot, source in enumerate(self.slots):
+            spectra = node_spectra(self.data, nodes[slot] if slot < len(nodes) else None)
+            source.data.update({key: values.astype(np.float32) for key, values in spectra.items()})
+        top = spectra_top(self.data, nodes)
+        self.figure.title.text = spectra_title(self.data, nodes)
+        self.figure.y_range.end = top * 1.25
+        self.line_names.data.update(flux=np.full(len(self.line_names.data["flux"]), top * 1.02))
 
 
 def spectra_key(data: ExplorerData, nodes: list[int]) -> str:
@@ -171,31 +161,48 @@ def distribution_edges(data: ExplorerData, column: str) -> np.ndarray:
     return histogram_edges(values[np.isfinite(values)], data.bundle.config["desom1"]["histogram_bins"])
 
 
-def distribution_plot(data: ExplorerData, nodes: list[int], column: str, hook=None) -> hv.Overlay:
-    """Empirical distribution of `column` among each node's member spectra (seed 001 Fig. 6), against all
-    spectra (grey). `hook(slot, plot, element)` receives each rendered slot."""
-    categorical = data.colour_columns.get(column) == "categorical"
-    edges = None if categorical else distribution_edges(data, column)
-    kx = hv.Dimension(column, label=label(column))
-    hooks = (lambda slot: [partial(hook, slot)]) if hook else (lambda slot: [])
-    if categorical:
-        categories = data.categories(column)
-        everyone = data.bin_categories(column)
-        overall = np.array([(everyone == c).mean() for c in categories])
-        overlay = hv.Scatter((categories, overall), kx, "fraction", label="all spectra").opts(
-            color="#bbbbbb", size=12, marker="square")
-        element = hv.Scatter
-    else:
-        overlay = hv.Histogram((edges, data.survey_histogram(column, edges)), kdims=[kx], vdims=["density"],
-                               label="all spectra").opts(fill_color="#cccccc", line_color="#999999", alpha=0.6)
-        element = hv.Curve
-    for slot, colour in enumerate(NODE_COLOURS):
-        x, y = node_distribution(data, nodes[slot] if slot < len(nodes) else None, column, edges)
-        layer = element((x, y), kx, "fraction" if categorical else "density", label=f"slot{slot}")
-        overlay *= layer.opts(color=colour, hooks=hooks(slot), **({"size": 8} if categorical else {"line_width": 2}))
-    return overlay.opts(hv.opts.Overlay(title=f"{label(column)} of the nodes' members", responsive=True,
-                                        min_height=330, show_legend=False, hooks=hooks(None),
-                                        **({"xrotation": 30} if categorical else {})))
+class DistributionFigure:
+    """Empirical distribution of a property among each shown node's member spectra (seed 001 Fig. 6), against all
+    spectra (grey): densities on the bundle's histogram edges for a numeric property, fractions per category for a
+    categorical one. Fixed slots like PrototypeFigure; a new property needs a new figure (other axes)."""
+
+    def __init__(self, data: ExplorerData, column: str, nodes: list[int]):
+        self.data, self.column = data, column
+        self.categorical = data.colour_columns.get(column) == "categorical"
+        self.edges = None if self.categorical else distribution_edges(data, column)
+        self.y = "fraction" if self.categorical else "density"
+        common = dict(tools=TOOLS, sizing_mode="stretch_width", height=PLOT_HEIGHT, min_width=250,
+                      title=f"{label(column)} of the nodes' members", x_axis_label=label(column), y_axis_label=self.y,
+                      y_range=Range1d(0, 1))
+        if self.categorical:
+            categories = self.data.categories(column)
+            everyone = data.bin_categories(column)
+            self.figure = figure(x_range=FactorRange(*categories), **common)
+            self.figure.xaxis.major_label_orientation = np.pi / 6
+            self.figure.scatter(categories, [float((everyone == c).mean()) for c in categories], color="#bbbbbb",
+                                size=12, marker="square")
+            x = categories
+        else:
+            self.figure = figure(**common)
+            self.figure.quad(left=self.edges[:-1], right=self.edges[1:], bottom=0,
+                             top=data.survey_histogram(column, self.edges), fill_color="#cccccc", line_color="#999999",
+                             alpha=0.6)
+            x = 0.5 * (self.edges[1:] + self.edges[:-1])
+        self.slots = [ColumnDataSource({"x": x, self.y: np.full(len(x), np.nan)}) for _ in NODE_COLOURS]
+        for source, colour in zip(self.slots, NODE_COLOURS):
+            if self.categorical:
+                self.figure.scatter("x", self.y, source=source, color=colour, size=8)
+            else:
+                self.figure.line("x", self.y, source=source, color=colour, line_width=2)
+        self.show(nodes)
+
+    def show(self, nodes: list[int]) -> None:
+        top = 1.0 if self.categorical else float(self.data.survey_histogram(self.column, self.edges).max())
+        for slot, source in enumerate(self.slots):
+            _, y = node_distribution(self.data, nodes[slot] if slot < len(nodes) else None, self.column, self.edges)
+            source.data.update({self.y: y})
+            top = max(top, float(np.nanmax(y, initial=0.0)))
+        self.figure.y_range.end = 1.1 * max(top, 1e-9)
 
 
 class ShownNodes(param.Parameterized):
@@ -209,19 +216,17 @@ class PrototypeSpectra:
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
         self.shown = ShownNodes(nodes=self.shown_nodes())
-        self._spectra_models: dict = {}
-        self._distribution_models: dict = {}
         self.key = pn.pane.HTML(spectra_key(data, self.shown.nodes), sizing_mode="stretch_width", margin=(0, 10))
-        self.spectra_pane = pn.pane.HoloViews(prototype_plot(data, self.shown.nodes, weak_hook(self._remember_spectra)),
-                                              sizing_mode="stretch_width", min_height=330,
-                                              css_classes=["prototype-spectra"])
-        self.distribution_pane = pn.pane.HoloViews(sizing_mode="stretch_width", min_height=330)
-        self._rebuild_distribution()
-        self.view = pn.Row(pn.Column(self.key, self.spectra_pane, sizing_mode="stretch_width"),
+        self.spectra = PrototypeFigure(data, self.shown.nodes)
+        self.distribution = DistributionFigure(data, state.colour_by, self.shown.nodes)
+        self.distribution_pane = pn.pane.Bokeh(self.distribution.figure, sizing_mode="stretch_width")
+        self.view = pn.Row(pn.Column(self.key, pn.pane.Bokeh(self.spectra.figure, sizing_mode="stretch_width",
+                                                             css_classes=["prototype-spectra"]),
+                                     sizing_mode="stretch_width"),
                            pn.Column(self.distribution_pane, sizing_mode="stretch_width", max_width=480),
                            sizing_mode="stretch_width")
         state.param.watch(self._follow, ["nodes", "galaxies", "spectra"])
-        state.param.watch(self._rebuild_distribution, ["colour_by"])
+        state.param.watch(self._new_distribution, ["colour_by"])
         self.shown.param.watch(self._refill, ["nodes"])
 
     def shown_nodes(self) -> list[int]:
@@ -232,54 +237,11 @@ class PrototypeSpectra:
         if nodes != self.shown.nodes:
             self.shown.nodes = nodes
 
-    def _remember_spectra(self, slot, role, plot, element) -> None:
-        self._spectra_models[(slot, role)] = plot.handles["plot"] if role == "figure" else plot.handles["source"]
-
-    def _remember_distribution(self, slot, plot, element) -> None:
-        self._distribution_models[slot] = plot.handles["plot"] if slot is None else plot.handles["source"]
-
-    def _rebuild_distribution(self, *_):
-        self._distribution_models = {}
-        self.distribution_pane.object = distribution_plot(self.data, self.shown.nodes, self.state.colour_by,
-                                                          weak_hook(self._remember_distribution))
+    def _new_distribution(self, *_):
+        self.distribution = DistributionFigure(self.data, self.state.colour_by, self.shown.nodes)
+        self.distribution_pane.object = self.distribution.figure
 
     def _refill(self, *_):
-        nodes, data = self.shown.nodes, self.data
-        self.key.object = spectra_key(data, nodes)
-        if not self._spectra_models:  # not rendered yet: the next render builds from scratch
-            self.spectra_pane.object = prototype_plot(data, nodes, weak_hook(self._remember_spectra))
-        else:
-            wave = np.asarray(data.bundle.wave)
-            for slot in range(len(NODE_COLOURS)):
-                columns = slot_sources(wave, node_spectra(data, nodes[slot] if slot < len(nodes) else None))
-                for role, values in columns.items():
-                    source = self._spectra_models[(slot, role)]
-                    y = "y" if role == "Band" else "flux"
-                    if len(source.data[y]) == len(values[y]):  # one key sends one column, not the wavelengths again
-                        source.data[y] = values[y].astype(np.float32)
-                    else:  # HoloViews drew an empty slot with no points at all
-                        source.data = values
-            top = spectra_top(data, nodes)
-            figure = self._spectra_models[(None, "figure")]
-            figure.title.text = spectra_title(data, nodes)
-            figure.y_range.end = top * 1.25
-            labels = self._spectra_models[(None, "labels")]
-            labels.data["y"] = np.full(len(labels.data["y"]), top * 1.02)
-        if not self._distribution_models:
-            self._rebuild_distribution()
-            return
-        edges = None if self.data.colour_columns.get(self.state.colour_by) == "categorical" else \
-            distribution_edges(data, self.state.colour_by)
-        column = "fraction" if edges is None else "density"
-        top = 0.0
-        for slot, source in self._distribution_models.items():
-            if slot is None:
-                continue
-            _, y = node_distribution(data, nodes[slot] if slot < len(nodes) else None, self.state.colour_by, edges)
-            source.data[column] = y
-            top = max(top, float(np.nanmax(y, initial=0.0)))
-        if edges is None:
-            top = 1.0  # fractions
-        else:
-            top = max(top, float(data.survey_histogram(self.state.colour_by, edges).max()))
-        self._distribution_models[None].y_range.end = 1.1 * max(top, 1e-9)
+        self.key.object = spectra_key(self.data, self.shown.nodes)
+        self.spectra.show(self.shown.nodes)
+        self.distribution.show(self.shown.nodes)

@@ -134,49 +134,59 @@ def test_nodes_to_show():
     assert prototype_spectra.nodes_to_show([3, 0], hits) == [3, 0]
 
 
-def test_prototype_plot_shows_decoded_spectra_and_lines(data):
+def test_prototype_figure_shows_decoded_spectra_and_lines(data):
     node = int(np.argmax(data.bundle.read(schema.DESOM1_HITS)))
-    overlay = prototype_spectra.prototype_plot(data, [node])
-    prototypes = [el for el in overlay if el.group == "Prototype"]
-    assert len(prototypes) == prototype_spectra.MAX_NODES  # fixed slots; the unused ones are empty
-    assert np.allclose(prototypes[0].dimension_values(1), data.bundle.read(schema.DESOM1_PROTOTYPE_SPECTRA)[node])
-    assert np.isnan(prototypes[1].dimension_values(1)).all()
-    band = [el for el in overlay if el.group == "Band"][0]
-    assert np.allclose(band.dimension_values(1), data.bundle.read(schema.DESOM1_MEMBER_SPECTRA)[1, node])
-    labels = [el for el in overlay if type(el).__name__ == "Labels"][0]
-    assert {"Hα", "Hβ", "[OIII]", "Ca K"} <= set(labels.dimension_values("text"))  # all inside 3650–7000 Å
-    assert overlay.opts.get().kwargs["title"] == "Prototype spectra of node ({}, {})".format(*divmod(node, 6))
+    plot = prototype_spectra.PrototypeFigure(data, [node])
+    assert len(plot.slots) == prototype_spectra.MAX_NODES  # fixed slots; the unused ones are empty
+    first, second = plot.slots[0].data, plot.slots[1].data
+    assert np.allclose(first["prototype"], data.bundle.read(schema.DESOM1_PROTOTYPE_SPECTRA)[node], rtol=1e-6)
+    assert np.allclose(first["p16"], data.bundle.read(schema.DESOM1_MEMBER_SPECTRA)[1, node], rtol=1e-6)
+    assert np.allclose(first["p84"], data.bundle.read(schema.DESOM1_MEMBER_SPECTRA)[3, node], rtol=1e-6)
+    assert np.isnan(second["prototype"]).all()
+    assert {"Hα", "Hβ", "[OIII]", "Ca K"} <= set(plot.line_names.data["text"])  # all inside 3650–7000 Å
+    assert plot.figure.title.text == "Prototype spectra of node ({}, {})".format(*divmod(node, 6))
+    # the continuum is inside the plot, and the line names sit just above it
+    assert plot.figure.y_range.end > np.nanpercentile(first["p50"], 99)
+    assert np.all(np.asarray(plot.line_names.data["flux"]) < plot.figure.y_range.end)
 
 
 def test_distribution_curves_are_densities_like_the_survey_curve(data):
     node = int(np.argmax(data.bundle.read(schema.DESOM1_HITS)))
-    overlay = prototype_spectra.distribution_plot(data, [node], "log_mstar")
+    plot = prototype_spectra.DistributionFigure(data, "log_mstar", [node])
     histograms = data.bundle.read(schema.DESOM1_NODE_HISTOGRAMS)
     edges, widths = histograms["galaxy.log_mstar__edges"], np.diff(histograms["galaxy.log_mstar__edges"])
-    first = [el for el in overlay if el.label == "slot0"][0]
-    survey = [el for el in overlay if el.label == "all spectra"][0]
-    node_density, survey_density = first.dimension_values(1), survey.dimension_values(1)
+    node_density = np.asarray(plot.slots[0].data["density"])
+    survey = plot.figure.renderers[0].data_source.data  # the grey histogram of all spectra, drawn first
+    survey_density = np.asarray(survey["top"])
     assert np.allclose(node_density, histograms["galaxy.log_mstar"][node] / widths)  # the stored fractions
     assert np.sum(node_density * widths) == pytest.approx(1.0, abs=1e-5)
     assert np.sum(survey_density * widths) == pytest.approx(1.0, abs=1e-6)
-    assert len(survey_density) == len(edges) - 1
-    categorical = prototype_spectra.distribution_plot(data, [node], "morphology")
-    fractions = [el for el in categorical if el.label == "slot0"][0].dimension_values("fraction")
+    assert np.allclose(survey["left"], edges[:-1]) and np.allclose(survey["right"], edges[1:])
+    assert np.isnan(plot.slots[1].data["density"]).all()
+    categorical = prototype_spectra.DistributionFigure(data, "morphology", [node])
+    fractions = np.asarray(categorical.slots[0].data["fraction"])
     members = data.galaxies["morphology"].to_numpy()[data.bin_galaxy[data.bin_node == node]]
     assert np.isclose(fractions.sum(), 1.0)
     assert np.isclose(fractions.max(), max(np.mean(members == m) for m in set(members)))
+    assert list(categorical.figure.x_range.factors) == data.categories("morphology")
 
 
 def test_prototype_view_refills_its_slots(data, state):
     view = prototype_spectra.PrototypeSpectra(data, state)
     render(view.view)
+    sources = view.spectra.slots
     state.select_nodes([3, 4])
     assert view.shown.nodes == [3, 4]
-    source = view._spectra_models[(1, "Prototype")]
-    assert np.allclose(source.data["flux"], data.bundle.read(schema.DESOM1_PROTOTYPE_SPECTRA)[4])
-    assert np.isnan(np.asarray(view._spectra_models[(2, "Prototype")].data["flux"], float)).all()
-    assert view._spectra_models[(None, "figure")].title.text == "Prototype spectra of node (0, 3), node (0, 4)"
+    assert view.spectra.slots is sources  # the same sources, new columns
+    assert np.allclose(sources[1].data["prototype"], data.bundle.read(schema.DESOM1_PROTOTYPE_SPECTRA)[4], rtol=1e-6)
+    assert np.isnan(np.asarray(sources[2].data["prototype"], float)).all()
+    assert view.spectra.figure.title.text == "Prototype spectra of node (0, 3), node (0, 4)"
     assert "node (0, 4)" in view.key.object
+    distribution = view.distribution
+    expected = prototype_spectra.node_distribution(data, 4, state.colour_by, distribution.edges)[1]
+    assert np.allclose(distribution.slots[1].data[distribution.y], expected, equal_nan=True)
+    state.colour_by = "morphology"  # other axes: a new figure in the same pane
+    assert view.distribution_pane.object is view.distribution.figure and view.distribution.categorical
     state.clear()
     assert view.shown.nodes == prototype_spectra.nodes_to_show([], state.node_hits)
 
