@@ -20,7 +20,7 @@ from explorer.ranking import WhatNext
 from explorer.samp import samp_button
 from explorer.scatter import GalaxyScatter, SpectraScatter
 from explorer.selection_table import SelectionTable
-from explorer.session import release_on_close
+from explorer.session import quiet_closed_pages, release_on_close
 from explorer.som_grid import SomGrids
 from explorer.state import SelectionState
 from precompute import schema
@@ -269,4 +269,5 @@ def create_app(path=None):
                     main=dashboard.main(), sidebar_width=280, main_layout=None)
     page.dashboard = dashboard  # tests and the benchmark reach the session's state through it
     release_on_close(page, dashboard.state)
+    quiet_closed_pages()
     return page

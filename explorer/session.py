@@ -7,9 +7,14 @@ view weakly (`weak_hook`), and `release` drops the session's objects when Bokeh 
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
 
 import panel as pn
+from tornado.websocket import WebSocketClosedError
+
+log = logging.getLogger(__name__)
 
 
 def weak_hook(method):
@@ -40,3 +45,28 @@ def release_on_close(page, state) -> None:
         page.dashboard = None
 
     pn.state.on_session_destroyed(release)
+
+
+def quiet_closed_pages(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """A page closed while the server was still sending it an update leaves a write that Panel never awaits, and
+    asyncio logs its WebSocketClosedError as a traceback ("Task exception was never retrieved"). Nothing is lost:
+    the page and its session are gone. Log one line for those; every other exception goes to the handler before.
+    `loop`: the server's running loop by default (none outside a server: nothing to do)."""
+    try:
+        loop = loop or asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_closed_pages", False):
+        return
+
+    def handler(loop, context) -> None:
+        if isinstance(context.get("exception"), WebSocketClosedError):
+            log.info("a page closed while an update was being sent to it")
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiets_closed_pages = True
+    loop.set_exception_handler(handler)

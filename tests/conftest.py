@@ -9,7 +9,16 @@
 
 The dashboard tests run on both `real_bundle` and `synthetic_bundle` through the parametrized `bundle_path`.
 """
-import numpy as np
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Parallel workers share the cores: each worker (and the servers and Dask workers it starts) gets its share of
+    # BLAS / OpenMP threads instead of every one spinning a thread per core. Set before numpy and torch load.
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(_threads))
+
+import numpy as np  # after the thread counts
 import pytest
 from synthetic_bundle import write_synthetic_bundle
 from tiny_builds import (
@@ -91,11 +100,31 @@ def state(data):
     return SelectionState(data)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     """The slow ones (`pytest -m "not slow"` leaves them out): science checks on trained survey maps (the demo-size
     build, the 40-galaxy `survey_bundle`), browser tests (a server and a page load each, ~15 s) and the served-
-    sessions tests (`served`: cycles of real sessions on a real Bokeh server, about a minute)."""
+    sessions tests (`served`: cycles of real sessions on a real Bokeh server, about a minute).
+
+    Parallel runs (pytest-xdist, `--dist loadgroup`): the tests of a costly session-wide build go to one worker,
+    which builds it once; xdist hands out the biggest groups first, so the builds start at once."""
     slow_fixtures = {"demo_build", "survey_bundle", "sed_bundle", "served"}
     for item in items:
-        if slow_fixtures & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("browser"):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if slow_fixtures & fixtures or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)
+        group = build_group(item, fixtures)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def build_group(item, fixtures: set[str]) -> str | None:
+    """The session-wide build an item needs: "trained" (the demo build and the spectral-map and SED builds, each
+    minutes), "real" (the tiny real build: the dashboard's unit and browser tests on it), else None."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    bundle = params.get("bundle_path") or params.get("test_bundle", "real" if "test_bundle" in fixtures else None)
+    if fixtures & {"demo_build", "survey_bundle", "sed_bundle"} or bundle == "sed":
+        return "trained"
+    if "real_bundle" in fixtures or bundle == "real":
+        return "real"
+    return None

@@ -2,7 +2,9 @@
 close, and a damaged bundle gives the "cannot open this bundle" page naming the file.
 (The browser side — gestures, offline assets — is tests/browser/test_dashboard_service.py.)
 """
+import asyncio
 import gc
+import logging
 import shutil
 import socket
 import time
@@ -13,8 +15,10 @@ from pathlib import Path
 import panel as pn
 import pytest
 from bokeh.client import pull_session
+from tornado.websocket import WebSocketClosedError
 
 from explorer.layout import create_app
+from explorer.session import quiet_closed_pages
 from precompute import schema
 
 SESSIONS_PER_CYCLE = 2
@@ -99,3 +103,21 @@ def test_truncated_galaxies_table_gives_the_cannot_open_page(synthetic_bundle, t
     assert not hasattr(page, "dashboard")
     assert "Cannot open this bundle" in text and str(damaged) in text
     assert f"{schema.GALAXIES.path}: cannot be read" in text or f"{schema.GALAXIES.path} /" in text
+
+
+def test_a_page_closed_mid_update_is_one_log_line_not_a_traceback(caplog):
+    """Panel leaves a write to a closed page's websocket un-awaited; asyncio would log it as a traceback."""
+    loop = asyncio.new_event_loop()
+    seen = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context["message"]))
+    try:
+        quiet_closed_pages(loop)
+        quiet_closed_pages(loop)  # every session calls it: installed once
+        with caplog.at_level(logging.INFO, logger="explorer.session"):
+            loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                         "exception": WebSocketClosedError()})
+            loop.call_exception_handler({"message": "another error", "exception": ValueError("boom")})
+    finally:
+        loop.close()
+    assert seen == ["another error"]  # anything else still reaches the handler that was there before
+    assert [r.getMessage() for r in caplog.records] == ["a page closed while an update was being sent to it"]
