@@ -323,14 +323,14 @@ def test_samp_sends_the_selection(data, state, tmp_path, monkeypatch):
         state.select_galaxies([2, 3, 4], how="samp")
         widget = samp.samp_button(data, state)
         widget[0].clicks += 1
-        for _ in range(300):  # up to 30 s on a loaded machine; ends at the first notification
+        for _ in range(600):  # up to 60 s on a loaded machine; ends at the first notification
             if received:
                 break
             time.sleep(0.1)
     finally:
         receiver.disconnect()
         hub.stop()
-    assert received, "the receiving client got no table.load.votable"
+    assert received, f"the receiving client got no table.load.votable; the page says {widget[1].object!r}"
     table = parse(received[0]["url"].removeprefix("file://")).get_first_table().array
     assert list(table["galaxy_id"]) == data.galaxies["galaxy_id"].iloc[[2, 3, 4]].tolist()
 
