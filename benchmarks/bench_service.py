@@ -5,7 +5,7 @@
 
 Serves `panel serve app.py --args BUNDLE` on 127.0.0.1 and drives headless Chromium (Debian's) with Playwright:
 1. for each count in --pages, that many pages opened at once: time from navigation to the galaxy scatter drawn
-   (min / median / max);
+   (min / median / max), and the CPU seconds the server and Chromium used meanwhile (where the time went);
 2. --cycles times: --cycle-pages pages opened at once, closed, then server RSS --closed-wait (30) s later (the server discards a
    closed page's session after 5 s: `--unused-session-lifetime 5000`; Bokeh's default waits up to 32 s);
 3. --brushes box selections on the UMAP scatter of one page, every fifth on empty space: the browser-perceived
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,22 @@ from panel_server import CHROMIUM, CHROMIUM_ARGS, FIGURE_JS, READY_JS, rss_mb, s
 
 VIEWPORT = {"width": 1500, "height": 1900}
 TARGET_READY_S, TARGET_LATENCY_MS = 10.0, 400.0
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server and by every Chromium process: where a phase's time went."""
+    import psutil
+
+    def used(process):
+        times = process.cpu_times()
+        return times.user + times.system
+
+    browser = 0.0
+    for process in psutil.process_iter(["name"]):
+        if "chrom" in (process.info["name"] or ""):
+            with contextlib.suppress(psutil.Error):
+                browser += used(process)
+    return {"server": used(psutil.Process(server_pid)), "browser": browser}
 
 
 async def open_pages(browser, url: str, n: int) -> tuple[list, list[float]]:
@@ -113,10 +130,13 @@ async def run(bundle: Path, pages: list[int], cycles: int, cycle_pages: int, clo
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             for n in pages:
+                before = cpu_seconds(server.pid)
                 opened, seconds = await open_pages(browser, url, n)
+                after = cpu_seconds(server.pid)
                 result["ready_s"][n] = seconds
                 print(f"{n:>3} pages at once: ready in min {min(seconds):.1f} s, median {np.median(seconds):.1f} s, "
-                      f"max {max(seconds):.1f} s", flush=True)
+                      f"max {max(seconds):.1f} s; CPU used meanwhile: server {after['server'] - before['server']:.1f} s, "
+                      f"Chromium {after['browser'] - before['browser']:.1f} s", flush=True)
                 for page in opened:
                     await page.close()
             for cycle in range(cycles):
