@@ -4,6 +4,7 @@ ordered by the anomaly score alone vs re-ranked after each round of labels (acti
     python benchmarks/bench_discovery.py --seed 1                         # a 640-galaxy mock survey, built or reused
     python benchmarks/bench_discovery.py --seed 1 --rare-scale 2          # rare kinds twice as likely in that survey
     python benchmarks/bench_discovery.py --bundle data/bundles/demo       # an existing bundle of the mock survey
+    python benchmarks/bench_discovery.py --seed 1 --interesting extreme_emission   # a user after one rare kind
 
 The survey is the pipeline's own: `precompute.build.build(load_config(seed=S, mock={"galaxies": N,
 "rare_fraction_scale": X}), OUT)` with OUT = --cache/discovery-seedS-nN-rareX. A folder that already holds the
@@ -19,7 +20,11 @@ otherwise (`precompute.labels.LabelLog`, a labels file in a temporary folder), a
 the labels, until ``--viewed`` (100) galaxies have been seen. The baseline is the same user reading the list
 ordered by anomaly score alone: the same ranking with no label (anomaly percentile × 2·½), read from the top.
 
-Prints, per rare kind and in total, the rare galaxies found within the first 50 and 100 viewed for both orders,
+``--interesting KIND ...`` is a user after some rare kinds only (Astronomaly's case: the anomaly score flags
+every kind of oddity, the user's labels teach the ranking which of them they care about): only galaxies of those
+kinds are labelled interesting and counted as found; the others are labelled not interesting like any galaxy.
+
+Prints, per rare kind and in total (of the interesting kinds), the rare galaxies found within the first 50 and 100 viewed for both orders,
 the number in the survey and the number a random order finds on average, the survey size, seed and rare-fraction
 scale, and the time one re-rank takes; ends with one JSON line of all of it ("ratio" = found_active / found_score
 at --viewed).
@@ -81,15 +86,23 @@ def simulate(ranking: Callable[[LabelLog], pd.DataFrame], log: LabelLog, rare: n
     return np.asarray(order, dtype=np.int64), seconds
 
 
-def found(order: np.ndarray, flags: dict[str, np.ndarray], cuts=CUTS) -> dict[int, dict[str, int]]:
-    """Rare galaxies among the first ``cut`` of ``order``, per kind of ``flags`` and in total (``any``)."""
+def found(order: np.ndarray, flags: dict[str, np.ndarray], cuts=CUTS, interesting=None) -> dict[int, dict[str, int]]:
+    """Rare galaxies among the first ``cut`` of ``order``, per kind of ``flags`` and in total over the
+    ``interesting`` kinds (default: every kind of ``flags``), under the key ``interesting``."""
+    target = interesting_flag(flags, interesting)
     out = {}
     for cut in cuts:
         seen = np.asarray(order[:cut], dtype=np.int64)
         counts = {kind: int(flag[seen].sum()) for kind, flag in flags.items()}
-        counts["any"] = int(np.any([flag[seen] for flag in flags.values()], axis=0).sum()) if seen.size else 0
+        counts["interesting"] = int(target[seen].sum())
         out[cut] = counts
     return out
+
+
+def interesting_flag(flags: dict[str, np.ndarray], interesting=None) -> np.ndarray:
+    """True for galaxies of any of the ``interesting`` kinds of ``flags`` (default: any kind)."""
+    kinds = list(flags) if interesting is None else list(interesting)
+    return np.any([flags[kind] for kind in kinds], axis=0)
 
 
 def expected_random(n_rare: int, n_galaxies: int, viewed: int) -> float:
@@ -192,13 +205,13 @@ def check_flags_match_config(bundle: Bundle, flags: dict[str, np.ndarray]) -> fl
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def run(bundle: Bundle, embedding: str, viewed: int, per_round: int) -> dict:
-    """Both users on one bundle; returns every figure of the JSON line."""
+def run(bundle: Bundle, embedding: str, viewed: int, per_round: int, interesting=RARE_KINDS) -> dict:
+    """Both users on one bundle, after the ``interesting`` rare kinds; returns every figure of the JSON line."""
     galaxies = bundle.galaxies
     if "anomaly_score" not in galaxies:
         raise SystemExit(f"{bundle.path}: no anomaly score in galaxies.parquet; build the anomaly model")
     flags = rare_flags(galaxies)
-    rare = np.any(list(flags.values()), axis=0)
+    rare = interesting_flag(flags, interesting)
     scale = check_flags_match_config(bundle, flags)
     ids = galaxies["galaxy_id"].to_numpy()
     ranking = lambda log: rank_bundle(bundle, log, embedding)
@@ -209,14 +222,14 @@ def run(bundle: Bundle, embedding: str, viewed: int, per_round: int) -> dict:
                                          viewed, per_round, active=True)
     cuts = tuple(sorted({*(c for c in CUTS if c <= viewed), viewed}))
     n = len(galaxies)
-    n_rare = {kind: int(flag.sum()) for kind, flag in flags.items()} | {"any": int(rare.sum())}
-    by_score, by_active = found(score_order, flags, cuts), found(active_order, flags, cuts)
+    n_rare = {kind: int(flag.sum()) for kind, flag in flags.items()} | {"interesting": int(rare.sum())}
+    by_score, by_active = (found(order, flags, cuts, interesting) for order in (score_order, active_order))
     rounds = [*range(per_round, viewed, per_round), viewed]  # galaxies viewed after each round
-    a, b = by_score[viewed]["any"], by_active[viewed]["any"]
+    a, b = by_score[viewed]["interesting"], by_active[viewed]["interesting"]
     reranks = seconds[1:] or seconds  # the first ranking has no label yet
     return {
         "seed": int(bundle.manifest["seed"]), "viewed": viewed, "found_score": a, "found_active": b,
-        "ratio": round(b / a, 3) if a else None,
+        "ratio": round(b / a, 3) if a else None, "interesting": list(interesting),
         "galaxies": n, "rare_fraction_scale": scale, "embedding": embedding, "per_round": per_round,
         "bundle": str(bundle.path), "bundle_id": bundle.id,
         "rare_in_survey": n_rare,
@@ -232,26 +245,27 @@ def run(bundle: Bundle, embedding: str, viewed: int, per_round: int) -> dict:
 
 def report(result: dict) -> None:
     cuts = list(result["found_by_score"])
-    kinds = [*RARE_KINDS, "any"]
+    kinds = [*RARE_KINDS, "interesting"]
+    interesting = result["interesting"]
     scale = result["rare_fraction_scale"]
     print(f"discovery: {result['bundle']} ({result['bundle_id']}): {result['galaxies']} galaxies, seed "
           f"{result['seed']}, mock.rare_fraction_scale {scale:g}{' (the survey as it is)' if scale == 1 else ''}")
     print(f"  a simulated user views the top {result['per_round']} each round, labels them from the truth flags "
-          f"(interesting = {' or '.join(RARE_KINDS)}); relevance model in the {result['embedding']!r} space")
+          f"(interesting = {' or '.join(interesting)}); relevance model in the {result['embedding']!r} space")
     n_rare = result["rare_in_survey"]
-    print(f"  rare galaxies in the survey: {n_rare['any']} "
+    print(f"  rare galaxies in the survey: {n_rare['interesting']} of the interesting kinds "
           f"({', '.join(f'{k} {n_rare[k]}' for k in RARE_KINDS)}; a galaxy may be of several kinds)")
     print(f"  {'rare galaxies found':<19}" + "".join(f" | {f'first {c} viewed':^21}" for c in cuts))
     print(f"  {'kind':<19}" + " | random  score  active" * len(cuts))
     for kind in kinds:
-        print(f"  {'total' if kind == 'any' else kind:<19}" + "".join(
+        print(f"  {'total interesting' if kind == 'interesting' else kind:<19}" + "".join(
             f" | {result['expected_random'][c][kind]:6.1f} {result['found_by_score'][c][kind]:6d} "
             f"{result['found_active_learning'][c][kind]:7d}" for c in cuts))
     print(f"  found after each round of {result['per_round']} (cumulative): score  {result['curve_score']}")
     print(f"  {'':>{len(str(result['per_round'])) + 42}}active {result['curve_active']}")
     ratio = result["ratio"]
     print(f"  at {result['viewed']} viewed: {result['found_active']} with active learning vs {result['found_score']} "
-          f"by anomaly score alone: ratio {'n/a (score found none)' if ratio is None else f'{ratio:.2f}'} "
+          f"by anomaly score alone ({' or '.join(interesting)}): ratio {'n/a (score found none)' if ratio is None else f'{ratio:.2f}'} "
           f"(issue 13 target >= 1.5)")
     print(f"  one re-rank (precompute.rank.rank_bundle): median {result['rerank_ms_median']:.1f} ms, "
           f"worst {result['rerank_ms_max']:.1f} ms")
@@ -269,6 +283,8 @@ def main(argv=None) -> int:
                         help="preparation worker processes for a build (default: one per core; 0 = in this process)")
     parser.add_argument("--embedding", help="feature space of the relevance model: 'anomaly parts' (the default "
                                             "when the bundle has an anomaly score) or an embedding's name")
+    parser.add_argument("--interesting", nargs="+", choices=RARE_KINDS, default=list(RARE_KINDS),
+                        help="the rare kinds the simulated user is after (default: all of them)")
     parser.add_argument("--viewed", type=int, default=100, help="galaxies the user views (default 100)")
     parser.add_argument("--per-round", type=int, default=10, help="galaxies viewed between re-ranks (default 10)")
     args = parser.parse_args(argv)
@@ -282,7 +298,7 @@ def main(argv=None) -> int:
         seed = DEFAULT_CONFIG["seed"] if args.seed is None else args.seed
         path = built_survey(seed, args.galaxies, args.rare_scale, Path(args.cache), args.workers)
     bundle = Bundle(path)
-    result = run(bundle, args.embedding or default_space(bundle), args.viewed, args.per_round)
+    result = run(bundle, args.embedding or default_space(bundle), args.viewed, args.per_round, args.interesting)
     report(result)
     print(json.dumps(result))
     return 0

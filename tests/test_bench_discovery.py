@@ -37,7 +37,8 @@ def test_with_a_perfect_anomaly_score_every_rare_galaxy_comes_first(tmp_path):
         assert len(order) == 40 and len(set(order.tolist())) == 40
         assert rare[order[:15]].all() and not rare[order[15:]].any()
         assert bench.found(order, {"rare": rare}, cuts=(10, 15, 40)) == {
-            10: {"rare": 10, "any": 10}, 15: {"rare": 15, "any": 15}, 40: {"rare": 15, "any": 15}}
+            10: {"rare": 10, "interesting": 10}, 15: {"rare": 15, "interesting": 15},
+            40: {"rare": 15, "interesting": 15}}
         assert len(seconds) == (4 if active else 1)  # a ranking at the start and after each of the first 3 rounds
 
 
@@ -88,7 +89,10 @@ def test_the_loop_stops_when_every_galaxy_is_viewed(tmp_path):
 def test_found_counts_each_kind_and_a_galaxy_of_two_kinds_once():
     flags = {"agn": np.array([1, 1, 0, 0, 0], bool), "disturbed": np.array([1, 0, 0, 1, 0], bool)}
     assert bench.found(np.array([0, 4, 3, 1]), flags, cuts=(2, 4)) == {
-        2: {"agn": 1, "disturbed": 1, "any": 1}, 4: {"agn": 2, "disturbed": 2, "any": 3}}
+        2: {"agn": 1, "disturbed": 1, "interesting": 1}, 4: {"agn": 2, "disturbed": 2, "interesting": 3}}
+    # a user after AGN only: the disturbed galaxies 3 and 0 are seen and counted per kind, not as found
+    assert bench.found(np.array([0, 4, 3, 1]), flags, cuts=(4,), interesting=["agn"]) == {
+        4: {"agn": 2, "disturbed": 2, "interesting": 2}}
     assert bench.expected_random(10, 200, 50) == 2.5 and bench.expected_random(10, 40, 100) == 10
 
 
@@ -107,3 +111,22 @@ def test_rare_fraction_scale_is_checked_and_its_default_keeps_the_demo_survey():
     assert galaxy_params(42, 17) == galaxy_params(42, 17, "manga", 1.0)
     assert all(more > fewer for more, fewer in zip(counts(3.0), counts(1.0)))
     assert galaxy_params(42, 5, "manga", 3.0)[0] == galaxy_params(42, 5)[0]  # same galaxy ids
+
+
+def test_a_user_after_one_kind_teaches_the_ranking_to_pass_over_the_other_anomalies(tmp_path):
+    # Two clumps of anomalies in the relevance space, both above every common galaxy by anomaly score: 30 of the
+    # kind the user wants (clump A, scores just below clump B's) and 30 of another kind (clump B, scored highest).
+    n, rng = 300, np.random.default_rng(3)
+    wanted, other = np.zeros(n, bool), np.zeros(n, bool)
+    wanted[:30], other[30:60] = True, True
+    vectors = rng.normal(0, 5, size=(n, 3))
+    vectors[:30] = rng.normal(3, 0.05, size=(30, 3))
+    vectors[30:60] = rng.normal(-3, 0.05, size=(30, 3))
+    anomaly = rng.uniform(0, 1, n) + 2 * wanted + 3 * other
+    anomaly[0] = 10  # one wanted galaxy at the very top
+    by_score, _ = bench.simulate(_ranking(vectors, anomaly), _log(tmp_path, n, "score"), wanted, viewed=30,
+                                 active=False)
+    by_active, _ = bench.simulate(_ranking(vectors, anomaly), _log(tmp_path, n, "active"), wanted, viewed=30,
+                                  active=True)
+    assert wanted[by_score].sum() == 1  # the other 29 of the first 30 are the other kind
+    assert wanted[by_active].sum() >= 20  # labels 'not interesting' on clump B bring clump A up
