@@ -7,6 +7,7 @@ scaled to unit length first: Euclidean distances between unit vectors order neig
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -33,6 +34,25 @@ def metric_space(vectors: np.ndarray, metric: str) -> np.ndarray:
     return vectors
 
 
+@contextlib.contextmanager
+def quiet_umap():
+    """UMAP without its warnings and without changing torch's CPU thread count.
+
+    umap's numba code (threading layer ``omp``) sets the process's OpenMP thread count to every core on its first
+    parallel launch, and torch shares that count: a model trained after it would run on another number of threads
+    than the user asked for (OMP_NUM_THREADS, a cluster's slot), so with other weights and oversubscribed cores.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # umap warns that a random_state disables parallelism: wanted here
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class EmbeddingProjector:
     """Fit on training vectors ``[n_train, D]``; then ``umap``, ``clusters`` and ``neighbours`` of any vectors.
 
@@ -56,8 +76,7 @@ class EmbeddingProjector:
         if n <= max(self.cluster_ks, default=1) or n <= self.n_neighbours:
             raise ValueError(f"{n} training galaxies are too few for {self.n_neighbours} neighbours and "
                              f"k = {max(self.cluster_ks)} clusters")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # umap warns that a random_state disables parallelism: wanted here
+        with quiet_umap():
             self.umap_ = umap.UMAP(n_neighbors=min(self.umap_neighbours, n - 1), min_dist=self.umap_min_dist,
                                    metric="euclidean", random_state=self.seed).fit(x)
         self.kmeans_ = {k: KMeans(k, n_init=10, random_state=self.seed).fit(x) for k in self.cluster_ks}
@@ -70,8 +89,7 @@ class EmbeddingProjector:
 
     def umap(self, vectors: np.ndarray) -> np.ndarray:
         """2-D UMAP coordinates of new vectors, float32 ``[N, 2]`` (``umap_.embedding_`` holds the training ones)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_umap():
             return self.umap_.transform(metric_space(vectors, self.metric)).astype(np.float32)
 
     def clusters(self, vectors: np.ndarray) -> pd.DataFrame:
