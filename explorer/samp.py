@@ -1,11 +1,20 @@
-"""Send the selection to TOPCAT / Aladin over SAMP (pyvo.samp) when a hub is running; absent otherwise."""
+"""Send the selection to TOPCAT / Aladin over SAMP when a hub is running; absent otherwise.
+
+pyvo.samp, not astropy.samp (deprecated in astropy 8).
+"""
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import tempfile
+import threading
+import xmlrpc.client
 from pathlib import Path
 
 import panel as pn
+from pyvo.samp import SAMPIntegratedClient
+from pyvo.samp.errors import SAMPClientError, SAMPHubError
 
 from explorer.data import ExplorerData
 from explorer.selection_table import export_bytes
@@ -20,20 +29,55 @@ def hub_running(environ: dict | None = None, home: Path | None = None) -> bool:
     return ((home or Path.home()) / ".samp").is_file()
 
 
+# What a stopped, restarted or unreachable hub answers with (SAMPProxyError is an xmlrpc.client.Fault)
+HUB_ERRORS = (OSError, xmlrpc.client.Error, SAMPClientError, SAMPHubError)
+
+
+class _Sender:
+    """One SAMP client per server process, registered while it runs, as TOPCAT and Aladin stay registered.
+
+    A hub delivers a notification on its own threads after ``notify_all`` returns, and drops it when the sender has
+    already unregistered: a client connected per message loses messages on a loaded machine. Reconnects when the
+    hub ($SAMP_HUB) changes or stops answering (a restarted hub forgets the old registration).
+    """
+
+    def __init__(self):
+        self.client, self.hub, self.lock = None, None, threading.Lock()
+
+    def notify_all(self, message: dict) -> list[str]:
+        with self.lock:
+            try:
+                return self._connected().notify_all(message)
+            except HUB_ERRORS:
+                self.close()  # the hub restarted (it forgot us) or went away: register once more
+            return self._connected().notify_all(message)
+
+    def _connected(self):
+        if self.client is None or self.hub != os.environ.get("SAMP_HUB"):
+            self.close()
+            client = SAMPIntegratedClient(name="Galaxy explorer", description="galaxy selection", callable=False)
+            client.connect(pool_size=1)
+            self.client, self.hub = client, os.environ.get("SAMP_HUB")
+        return self.client
+
+    def close(self):
+        if self.client is not None:
+            with contextlib.suppress(*HUB_ERRORS):  # a hub that went away cannot be told
+                self.client.disconnect()
+        self.client = self.hub = None
+
+
+SENDER = _Sender()
+atexit.register(SENDER.close)
+
+
 def send_votable(payload: bytes, name: str) -> list[str]:
     """Broadcast a VOTable (`table.load.votable`); returns the ids of the clients that were notified."""
-    from pyvo.samp import SAMPIntegratedClient  # astropy.samp moved to pyvo (deprecated in astropy 8)
-
     folder = Path(tempfile.mkdtemp(prefix="galaxy-explorer-samp-"))
     path = folder / f"{name}.vot"
     path.write_bytes(payload)  # kept: receivers read the file after the notification returns
-    client = SAMPIntegratedClient(name="Galaxy explorer", description="galaxy selection")
-    client.connect(pool_size=1)
-    try:
-        return client.notify_all({"samp.mtype": "table.load.votable",
-                                  "samp.params": {"url": path.as_uri(), "name": name}})
-    finally:
-        client.disconnect()
+    return SENDER.notify_all({"samp.mtype": "table.load.votable",
+                              "samp.params": {"url": path.as_uri(), "name": name}})
 
 
 def samp_button(data: ExplorerData, state: SelectionState) -> pn.Column | None:
@@ -47,7 +91,7 @@ def samp_button(data: ExplorerData, state: SelectionState) -> pn.Column | None:
         try:
             notified = send_votable(export_bytes(data, state, "vot"), "galaxy-selection")
             message.object = f"sent {len(state.selected):,} galaxies to {len(notified)} SAMP client(s)"
-        except Exception as err:  # a hub that went away must not break the page
+        except HUB_ERRORS as err:  # a hub that went away must not break the page
             message.object = f"SAMP: {err}"
 
     button.on_click(send)

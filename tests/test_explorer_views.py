@@ -309,30 +309,44 @@ def test_samp_absent_without_hub(data, state, tmp_path, monkeypatch):
 
 
 def test_samp_sends_the_selection(data, state, tmp_path, monkeypatch):
+    """A TOPCAT stand-in receives the selection as a VOTable; the sender stays registered (a hub drops a
+    notification whose sender has already left) and registers again with a restarted hub."""
     from pyvo.samp import SAMPHubServer, SAMPIntegratedClient
 
     lock = tmp_path / "samp-lock"
-    hub = SAMPHubServer(web_profile=False, lockfile=str(lock), pool_size=1)
-    hub.start()
     monkeypatch.setenv("SAMP_HUB", f"std-lockurl:{lock.as_uri()}")
-    receiver = SAMPIntegratedClient(name="topcat-stand-in")
     received = []
+
+    def send_to_a_fresh_hub(rows):
+        hub = SAMPHubServer(web_profile=False, lockfile=str(lock), pool_size=1)
+        hub.start()
+        receiver = SAMPIntegratedClient(name="topcat-stand-in")
+        before = len(received)
+        try:
+            receiver.connect(pool_size=1)
+            receiver.bind_receive_notification(
+                "table.load.votable", lambda key, sender, mtype, params, extra: received.append(params))
+            state.select_galaxies(rows, how="samp")
+            widget = samp.samp_button(data, state)
+            widget[0].clicks += 1
+            for _ in range(600):  # up to 60 s on a loaded machine; ends at the notification
+                if len(received) > before:
+                    break
+                time.sleep(0.1)
+            names = [receiver.get_metadata(client).get("samp.name") for client in receiver.get_registered_clients()]
+        finally:
+            receiver.disconnect()
+            hub.stop()
+        assert len(received) == before + 1, f"the receiving client got no table.load.votable; page: {widget[1].object!r}"
+        assert "Galaxy explorer" in names
+        table = parse(received[-1]["url"].removeprefix("file://")).get_first_table().array
+        assert list(table["galaxy_id"]) == data.galaxies["galaxy_id"].iloc[rows].tolist()
+
     try:
-        receiver.connect(pool_size=1)
-        receiver.bind_receive_notification("table.load.votable", lambda key, sender, mtype, params, extra: received.append(params))
-        state.select_galaxies([2, 3, 4], how="samp")
-        widget = samp.samp_button(data, state)
-        widget[0].clicks += 1
-        for _ in range(600):  # up to 60 s on a loaded machine; ends at the first notification
-            if received:
-                break
-            time.sleep(0.1)
+        send_to_a_fresh_hub([2, 3, 4])
+        send_to_a_fresh_hub([5, 6])  # a restarted hub has never seen the sender
     finally:
-        receiver.disconnect()
-        hub.stop()
-    assert received, f"the receiving client got no table.load.votable; the page says {widget[1].object!r}"
-    table = parse(received[0]["url"].removeprefix("file://")).get_first_table().array
-    assert list(table["galaxy_id"]) == data.galaxies["galaxy_id"].iloc[[2, 3, 4]].tolist()
+        samp.SENDER.close()
 
 
 # -- the page ---------------------------------------------------------------------------------------------------
