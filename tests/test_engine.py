@@ -22,7 +22,9 @@ from precompute.config import load_config
 from precompute.schema import validate
 from precompute.shards import LOG, staging_folder
 
-pytestmark = pytest.mark.slow  # several builds and clusters: minutes on 2 cores
+# Several builds and clusters: minutes on 2 cores. One xdist worker runs them all, so the reference build
+# (`in_process`, module-wide) is made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("engine")]
 
 # Small maps, no cube models: what differs between engines is the preparation, which this keeps whole.
 ENGINE_BUILD = dict(seed=5, device="cpu", mock={"galaxies": 14}, embedding_models=[],
@@ -136,7 +138,9 @@ def test_a_killed_build_resumes_without_preparing_a_galaxy_twice(tmp_path):
     command = [sys.executable, "-m", "precompute", "build", "--config", str(config), "--out", str(out),
                "--workers", "0"]
     log = staging_folder(out, engine_config()) / LOG
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # One OpenMP thread, as a cluster slot gives: no stage may change it (umap's numba once reset it to every core)
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 300
         while not (log.exists() and len(log.read_text().split()) >= 4):
@@ -147,9 +151,11 @@ def test_a_killed_build_resumes_without_preparing_a_galaxy_twice(tmp_path):
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     prepared_before = log.read_text().split()
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
-    shards = Bundle(out).manifest["provenance"]["shards"]
+    provenance = Bundle(out).manifest["provenance"]
+    assert provenance["torch_threads"] == 1
+    shards = provenance["shards"]
     n = ENGINE_BUILD["mock"]["galaxies"]
     assert shards == {"reused": len(prepared_before), "prepared": n - len(prepared_before)}
     assert validate(out) == []

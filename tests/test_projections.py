@@ -1,8 +1,4 @@
 """Projections of an embedding: UMAP fitted on train, cosine k-means / GMM, k-NN without self, Fig. 10 table."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -153,16 +149,3 @@ def test_bad_vectors_are_refused():
     with pytest.raises(ValueError, match="too few"):
         EmbeddingProjector(n_neighbours=10).fit(np.random.default_rng(0).normal(size=(8, 4)))
 
-
-def test_umap_leaves_torch_thread_count_alone():
-    """umap's numba sets OpenMP's thread count to every core on its first parallel launch, and torch shares it: the
-    models trained after the projections would use another thread count (other weights, oversubscribed cores).
-    A fresh process, because only the first launch in a process resets it; one thread asked as a cluster job does."""
-    script = ("import numpy as np, torch\n"
-              "from precompute.projections import EmbeddingProjector\n"
-              "x = np.random.default_rng(0).normal(size=(60, 8))\n"
-              "EmbeddingProjector(metric='euclidean').fit(x).umap(x[:5])\n"
-              "print(torch.get_num_threads())\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True,
-                          env=os.environ | {"OMP_NUM_THREADS": "1"})
-    assert done.stdout.split() == ["1"], done.stdout + done.stderr
