@@ -9,6 +9,9 @@ from pathlib import Path
 
 import panel_server
 import pytest
+from dashboard_page import open_dashboard
+
+from explorer.data import ExplorerData
 
 ARTIFACTS = panel_server.ROOT / "test-artifacts" / "browser"
 VIEWPORT = {"width": 1500, "height": 1900}  # tall enough to show every view without scrolling
@@ -48,3 +51,22 @@ def dashboard_url(test_bundle, artifacts):
     """Start `panel serve app.py --args <bundle>` and wait until the page answers."""
     with panel_server.serving(test_bundle, artifacts / f"server-{Path(test_bundle).name}.log") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def bundle(test_bundle):
+    """The bundle the server shows, read the dashboard's way, to compute what each step must show."""
+    return ExplorerData(test_bundle)
+
+
+@pytest.fixture
+def dashboard(page, dashboard_url):
+    """The page, loaded and rendered, with every console error and page error collected."""
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    open_dashboard(page, dashboard_url)
+    page.wait_for_timeout(1000)  # let the last plots draw
+    page.errors = errors
+    yield page
+    assert not errors, f"console errors: {errors}"

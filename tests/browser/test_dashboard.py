@@ -12,74 +12,25 @@ from urllib.request import urlopen
 import numpy as np
 import pandas as pd
 import pytest
+from dashboard_page import (
+    box_select,
+    brushed_galaxies,
+    count_text,
+    figure,
+    wait_for_change,
+)
 from PIL import Image
 
-from explorer.colours import EMPTY_COLOUR, HITS_CMAP, PICKED_NODE_COLOUR, SELECTION_COLOUR
-from explorer.data import ExplorerData
+from explorer.colours import (
+    EMPTY_COLOUR,
+    HITS_CMAP,
+    PICKED_NODE_COLOUR,
+    SELECTION_COLOUR,
+)
 from explorer.som_grid import CELL, OUTLINE, node_xy
-from panel_server import FIGURE_JS, READY_JS
 from precompute import schema
 
 pytestmark = pytest.mark.browser
-
-COUNT = re.compile(r"galaxies selected — ")
-
-
-@pytest.fixture(scope="module")
-def bundle(test_bundle):
-    """The bundle the server shows, read the dashboard's way, to compute what each step must show."""
-    return ExplorerData(test_bundle)
-
-
-@pytest.fixture
-def dashboard(page, dashboard_url):
-    """The page, loaded and rendered, with every console error and page error collected."""
-    errors = []
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(dashboard_url)
-    page.wait_for_function(READY_JS, timeout=120_000)
-    page.get_by_text(COUNT).first.wait_for(timeout=60_000)
-    page.wait_for_timeout(1000)  # let the last plots draw
-    page.errors = errors
-    yield page
-    assert not errors, f"console errors: {errors}"
-
-
-def figure(page, prefix, points=()):
-    found = page.evaluate(FIGURE_JS, [prefix, [list(map(float, p)) for p in points]])
-    assert found, f"no plot titled {prefix!r} on the page"
-    return found
-
-
-def count_text(page) -> str:
-    return page.get_by_text(COUNT).first.inner_text()
-
-
-def wait_for_change(page, read, before, timeout=30_000):
-    """Poll `read()` until it differs from `before`; return the new value."""
-    for _ in range(timeout // 250):
-        now = read()
-        if now != before:
-            return now
-        page.wait_for_timeout(250)
-    raise AssertionError(f"still {before!r} after {timeout} ms")
-
-
-def box_select(page, corners):
-    (x0, y0), (x1, y1) = corners
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
-    page.mouse.move(x1, y1, steps=5)
-    page.mouse.up()
-
-
-def brushed_galaxies(data, embedding, lo, hi):
-    xy = np.asarray(data.umap(embedding))
-    inside = (xy[:, 0] >= lo[0]) & (xy[:, 0] <= hi[0]) & (xy[:, 1] >= lo[1]) & (xy[:, 1] <= hi[1])
-    return np.flatnonzero(inside)
-
 
 @pytest.mark.parametrize("test_bundle", ["real", "synthetic"], indirect=True)
 def test_page_loads_without_console_errors(dashboard, artifacts):

@@ -7,9 +7,8 @@ from urllib.parse import urlparse
 import numpy as np
 import panel_server
 import pytest
+from dashboard_page import COUNT, box_select, brushed_galaxies, count_text, figure
 from panel_server import READY_JS
-from test_dashboard import COUNT, box_select, brushed_galaxies, count_text, figure
-from test_dashboard import bundle, dashboard  # noqa: F401  (fixtures: the bundle shown, the loaded page)
 
 from precompute import schema
 

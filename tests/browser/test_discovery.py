@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import panel_server
 import pytest
-from panel_server import READY_JS
-from test_dashboard import bundle, count_text, dashboard, figure, wait_for_change  # noqa: F401 (fixtures)
+from dashboard_page import count_text, figure, open_dashboard, wait_for_change
 
 from explorer.anomaly_explained import ranked_lines
 from explorer.som_grid import node_xy
@@ -43,12 +42,6 @@ def test_bundle(real_bundle, tmp_path_factory):
 def dashboard_url(test_bundle, artifacts):
     with panel_server.serving(test_bundle, artifacts / "server-discovery.log") as url:
         yield url
-
-
-def load(page, url):
-    page.goto(url)
-    page.wait_for_function(READY_JS, timeout=120_000)
-    page.get_by_text(re.compile(r"galaxies selected — ")).first.wait_for(timeout=60_000)
 
 
 def open_detail(page):
@@ -94,7 +87,7 @@ def test_labels_survive_a_restart_and_a_sigkill(page, real_bundle, tmp_path, art
         # the page before the server is SIGKILLed (no shutdown handler runs)
         server, url = panel_server.start(copy, log)
         try:
-            load(page, url)
+            open_dashboard(page, url)
             open_detail(page)
             before = focus_labels(page)
             assert before.startswith("Your labels: unlabelled")
@@ -115,7 +108,7 @@ def test_labels_survive_a_restart_and_a_sigkill(page, real_bundle, tmp_path, art
         # a new server on the same bundle: the page shows every label again
         server, url = panel_server.start(copy, log)
         try:
-            load(page, url)
+            open_dashboard(page, url)
             open_detail(page)
             assert focus_labels(page) == f"Your labels: {INTERESTING} · tags: kill-0; kill-1; kill-2"
             page.screenshot(path=artifacts / "discovery-01-label-after-restart.png", full_page=True)
@@ -124,7 +117,7 @@ def test_labels_survive_a_restart_and_a_sigkill(page, real_bundle, tmp_path, art
             panel_server.stop(server)
 
 
-def test_tag_a_som_node_select_it_back_and_undo(dashboard, bundle, artifacts):  # noqa: F811 (fixtures)
+def test_tag_a_som_node_select_it_back_and_undo(dashboard, bundle, artifacts):
     grid = bundle.desom2
     node = int(np.argmax(bundle.bundle.read(schema.DESOM2_HITS)))
     members = np.flatnonzero(bundle.galaxy_node2 == node)
@@ -159,7 +152,7 @@ def what_next(page) -> list[str]:
         "buttons => buttons.filter(b => b.offsetParent !== null).map(b => b.innerText)")
 
 
-def test_the_ranked_list_changes_after_a_label(dashboard, bundle, artifacts):  # noqa: F811 (fixtures)
+def test_the_ranked_list_changes_after_a_label(dashboard, bundle, artifacts):
     ranked = what_next(dashboard)
     assert len(ranked) == 12
     scores = bundle.galaxies.set_index("galaxy_id")["anomaly_score"]
@@ -173,7 +166,7 @@ def test_the_ranked_list_changes_after_a_label(dashboard, bundle, artifacts):  #
     dashboard.locator(".discovery").first.screenshot(path=artifacts / "discovery-03-ranked-after-label.png")
 
 
-def test_the_detail_view_shows_the_ranked_line_residuals(dashboard, bundle, artifacts):  # noqa: F811 (fixtures)
+def test_the_detail_view_shows_the_ranked_line_residuals(dashboard, bundle, artifacts):
     open_detail(dashboard)
     lines = ranked_lines(bundle, 0)  # galaxy 0 is in the detail view until one is picked
     gid = bundle.galaxies["galaxy_id"].iat[0]

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from test_dashboard import box_select, bundle, count_text, dashboard, figure, wait_for_change  # noqa: F401 (fixtures)
+from dashboard_page import box_select, count_text, figure, wait_for_change
 
 from explorer.colours import category_colours
 from explorer.correlations import component_rows
