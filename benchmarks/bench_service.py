@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     latency = np.asarray(brushes["latencies_ms"])
     median, p95 = (float(np.median(latency)), float(np.percentile(latency, 95))) if latency.size else (None, None)
     if latency.size:  # --brushes 0: start-up and memory only
-            print(f"{args.brushes} brushes: {len(latency)} timed, latency median {median:.0f} ms, "
+        print(f"{args.brushes} brushes: {len(latency)} timed, latency median {median:.0f} ms, "
               f"p95 {p95:.0f} ms; {brushes['untimed']} on empty space or the same galaxies, "
               f"{brushes['unchanged']} of them kept the selection; server RSS every 10: "
               + ", ".join(f"{r:.0f}" for r in brushes["rss_mb"]) + " MB")
@@ -197,7 +197,8 @@ def main(argv=None) -> int:
     print(json.dumps({"pages": {n: [round(min(s), 1), round(float(np.median(s)), 1), round(max(s), 1)]
                                 for n, s in result["ready_s"].items()},
                       "rss_after_cycles_mb": [round(c["after"]) for c in cycles], "rss_growth": round(growth, 3),
-                      "latency_median_ms": median and round(median), "latency_p95_ms": p95 and round(p95),
+                      "latency_median_ms": None if median is None else round(median),
+                      "latency_p95_ms": None if p95 is None else round(p95),
                       "tracebacks": tracebacks}))
     return 0
 

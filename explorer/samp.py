@@ -13,8 +13,6 @@ import xmlrpc.client
 from pathlib import Path
 
 import panel as pn
-from pyvo.samp import SAMPIntegratedClient
-from pyvo.samp.errors import SAMPClientError, SAMPHubError
 
 from explorer.data import ExplorerData
 from explorer.selection_table import export_bytes
@@ -29,8 +27,12 @@ def hub_running(environ: dict | None = None, home: Path | None = None) -> bool:
     return ((home or Path.home()) / ".samp").is_file()
 
 
-# What a stopped, restarted or unreachable hub answers with (SAMPProxyError is an xmlrpc.client.Fault)
-HUB_ERRORS = (OSError, xmlrpc.client.Error, SAMPClientError, SAMPHubError)
+def hub_errors() -> tuple[type[Exception], ...]:
+    """What a stopped, restarted or unreachable hub answers with (pyvo's SAMPProxyError is an xmlrpc Fault)."""
+    # pyvo is imported only once a hub is used, not at every server start
+    from pyvo.samp.errors import SAMPClientError, SAMPHubError
+
+    return (OSError, xmlrpc.client.Error, SAMPClientError, SAMPHubError)
 
 
 class _Sender:
@@ -48,12 +50,14 @@ class _Sender:
         with self.lock:
             try:
                 return self._connected().notify_all(message)
-            except HUB_ERRORS:
+            except hub_errors():
                 self.close()  # the hub restarted (it forgot us) or went away: register once more
             return self._connected().notify_all(message)
 
     def _connected(self):
         if self.client is None or self.hub != os.environ.get("SAMP_HUB"):
+            from pyvo.samp import SAMPIntegratedClient
+
             self.close()
             client = SAMPIntegratedClient(name="Galaxy explorer", description="galaxy selection", callable=False)
             client.connect(pool_size=1)
@@ -62,7 +66,7 @@ class _Sender:
 
     def close(self):
         if self.client is not None:
-            with contextlib.suppress(*HUB_ERRORS):  # a hub that went away cannot be told
+            with contextlib.suppress(*hub_errors()):  # a hub that went away cannot be told
                 self.client.disconnect()
         self.client = self.hub = None
 
@@ -91,7 +95,7 @@ def samp_button(data: ExplorerData, state: SelectionState) -> pn.Column | None:
         try:
             notified = send_votable(export_bytes(data, state, "vot"), "galaxy-selection")
             message.object = f"sent {len(state.selected):,} galaxies to {len(notified)} SAMP client(s)"
-        except HUB_ERRORS as err:  # a hub that went away must not break the page
+        except hub_errors() as err:  # a hub that went away must not break the page
             message.object = f"SAMP: {err}"
 
     button.on_click(send)
