@@ -8,6 +8,8 @@ scaled to unit length first: Euclidean distances between unit vectors order neig
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 import warnings
 
 import numpy as np
@@ -36,7 +38,8 @@ def metric_space(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 @contextlib.contextmanager
 def quiet_umap():
-    """UMAP without its warnings and without changing torch's CPU thread count.
+    """UMAP without its warnings, without compiling its kernels again in every process (`cache_umap_kernels`) and
+    without changing torch's CPU thread count.
 
     umap's numba code (threading layer ``omp``) sets the process's OpenMP thread count to every core on its first
     parallel launch, and torch shares that count: a model trained after it would run on another number of threads
@@ -44,6 +47,7 @@ def quiet_umap():
     """
     import torch
 
+    cache_umap_kernels()
     threads = torch.get_num_threads()
     try:
         with warnings.catch_warnings():
@@ -51,6 +55,26 @@ def quiet_umap():
             yield
     finally:
         torch.set_num_threads(threads)
+
+
+@functools.cache
+def cache_umap_kernels() -> None:
+    """Keep umap's compiled numba kernels in numba's on-disk cache, as ``@njit(cache=True)`` would.
+
+    umap-learn declares most kernels without it, so every process that fitted or applied a UMAP compiled them
+    again: ~15 s of a 2-core CPU in each build, `assign` and dashboard placing spectra. Loaded from the cache they
+    take ~0.2 s and give the same coordinates bit for bit. Numba keys its cache by source file and CPU; where it
+    has no writable cache folder the kernels are compiled as before."""
+    import umap  # noqa: F401  (imports umap.umap_, layouts, utils, distances: the modules holding the kernels)
+    from numba.core.dispatcher import Dispatcher
+
+    modules = [module for name, module in list(sys.modules.items()) if name.split(".")[0] == "umap"]
+    for kernel in {id(k): k for m in modules for k in vars(m).values() if isinstance(k, Dispatcher)}.values():
+        if kernel.py_func.__module__.split(".")[0] == "umap":
+            try:
+                kernel.enable_caching()
+            except RuntimeError:  # numba found no folder it may write to
+                return
 
 
 class EmbeddingProjector:

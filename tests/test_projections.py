@@ -1,4 +1,8 @@
 """Projections of an embedding: UMAP fitted on train, cosine k-means / GMM, k-NN without self, Fig. 10 table."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,3 +153,33 @@ def test_bad_vectors_are_refused():
     with pytest.raises(ValueError, match="too few"):
         EmbeddingProjector(n_neighbours=10).fit(np.random.default_rng(0).normal(size=(8, 4)))
 
+
+
+UMAP_IN_A_NEW_PROCESS = """
+import json, sys
+import numpy as np
+import umap
+from numba.core.dispatcher import Dispatcher
+from precompute.projections import EmbeddingProjector
+
+kernels = {id(k): k for name, m in list(sys.modules.items()) if name.split(".")[0] == "umap"
+           for k in vars(m).values() if isinstance(k, Dispatcher)}.values()
+def count(what):
+    return sum(sum(getattr(k.stats, what).values()) for k in kernels)
+at_import = count("cache_misses")  # kernels umap declares with a signature compile on import, uncached
+vectors = np.random.default_rng(0).normal(size=(60, 8))
+projector = EmbeddingProjector(seed=0).fit(vectors[:50])
+xy = projector.umap(vectors[50:])
+print(json.dumps({"xy": np.concatenate([projector.umap_.embedding_, xy]).tolist(),
+                  "compiled": count("cache_misses") - at_import, "loaded": count("cache_hits")}))
+"""
+
+
+def test_umap_kernels_are_compiled_once_not_in_every_process():
+    """precompute.projections.cache_umap_kernels: a process fitting and applying a UMAP after another one loads
+    umap's kernels from numba's cache (compiles none) and places the galaxies on the same coordinates."""
+    runs = [subprocess.run([sys.executable, "-c", UMAP_IN_A_NEW_PROCESS], capture_output=True, text=True,
+                           timeout=300, check=True) for _ in range(2)]
+    first, second = (json.loads(run.stdout.splitlines()[-1]) for run in runs)
+    assert second["compiled"] == 0 and second["loaded"] > 0, second
+    assert first["xy"] == second["xy"]

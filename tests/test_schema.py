@@ -38,15 +38,14 @@ def test_every_file_is_declared_once_with_a_known_kind_and_section():
     assert all(spec.dtype for spec in schema.FILES if spec.kind == "array")
 
 
-@pytest.mark.parametrize("which", ["real", "synthetic"])
-def test_built_bundles_are_valid(which, request, capsys):
-    path = request.getfixturevalue(f"{which}_bundle")
-    code, out = run_validate(path, capsys)
+def test_built_bundles_are_valid(bundle_path, request, capsys):
+    code, out = run_validate(bundle_path, capsys)
     assert code == 0, out
     assert out.strip().endswith("valid")
-    sections = json.loads((Path(path) / "manifest.json").read_text())["sections"]
+    sections = json.loads((Path(bundle_path) / "manifest.json").read_text())["sections"]
+    real = request.node.callspec.params["bundle_path"] == "real"
     expected = {"desom1", "fingerprints", "desom2", "embeddings"} | ({"contrastive", "anomaly", "image_vae"}
-                                                                    if which == "real" else set())
+                                                                    if real else set())
     assert set(sections) == expected
 
 

@@ -66,7 +66,6 @@ def dashboard(page, dashboard_url):
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     page.on("pageerror", lambda error: errors.append(str(error)))
     open_dashboard(page, dashboard_url)
-    page.wait_for_timeout(1000)  # let the last plots draw
     page.errors = errors
     yield page
     assert not errors, f"console errors: {errors}"

@@ -3,16 +3,18 @@ selection summary, brushes, and the galaxies a brush must select."""
 import re
 
 import numpy as np
-from panel_server import FIGURE_JS, READY_JS
+from panel_server import DRAWN_JS, FIGURE_JS, READY_JS
 
 COUNT = re.compile(r"galaxies selected — ")  # the selection summary, on the page once the views are built
 
 
 def open_dashboard(page, url):
-    """Load the dashboard and wait until the galaxy scatter is drawn and the selection summary is shown."""
+    """Load the dashboard and wait until the galaxy scatter is drawn, the selection summary is shown and every
+    view has rendered."""
     page.goto(url)
     page.wait_for_function(READY_JS, timeout=120_000)
     page.get_by_text(COUNT).first.wait_for(timeout=60_000)
+    page.wait_for_function(DRAWN_JS, timeout=60_000)
 
 
 def figure(page, prefix, points=()):

@@ -20,6 +20,8 @@ START_TIMEOUT = 180  # seconds: a cold start imports Panel, HoloViews and the bu
 # The page is drawn once the galaxy scatter ("Galaxies in <embedding> UMAP") has a view in BokehJS.
 READY_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].some(
   v => v.model.title && typeof v.model.title.text === "string" && v.model.title.text.startsWith("Galaxies in"))"""
+# Every root of the page's document has rendered once (BokehJS's "document idle", as the DocumentReady event).
+DRAWN_JS = "() => Bokeh.documents.length > 0 && Bokeh.documents.every(d => d.is_idle)"
 # A figure found by the start of its title: its frame on the page, data → page coordinates, colour mappers.
 FIGURE_JS = """([prefix, points]) => {
   for (const view of Bokeh.index.all_views()) {

@@ -8,7 +8,7 @@ import numpy as np
 import panel_server
 import pytest
 from dashboard_page import COUNT, box_select, brushed_galaxies, count_text, figure
-from panel_server import READY_JS
+from panel_server import DRAWN_JS, READY_JS
 
 from precompute import schema
 
@@ -81,7 +81,7 @@ def test_no_request_leaves_the_server(context, dashboard_url, bundle, artifacts)
     for page in pages:
         page.wait_for_function(READY_JS, timeout=180_000)
         page.get_by_text(COUNT).first.wait_for(timeout=120_000)
-        page.wait_for_timeout(1000)  # let the last plots draw, as the `dashboard` fixture does
+        page.wait_for_function(DRAWN_JS, timeout=120_000)
         page.bring_to_front()  # the mouse goes to the page in front
         box_select(page, figure(page, "Galaxies in", [(lo[0], hi[1]), (hi[0], lo[1])])["points"])
         wait_for_count(page, len(brushed_galaxies(bundle, embedding, lo, hi)), timeout_ms=60_000)
@@ -103,7 +103,7 @@ def test_a_session_recreated_after_it_expired_loads_nothing_from_outside(page, r
     with panel_server.serving(real_bundle, artifacts / "server-expired-sessions.log", extra_args=expire_at_once) as url:
         page.goto(url, wait_until="commit")
         page.wait_for_function(READY_JS, timeout=180_000)
-        page.wait_for_timeout(2000)  # stylesheets of late-rendered views
+        page.wait_for_function(DRAWN_JS, timeout=120_000)  # every view rendered: its stylesheets requested
     server = urlparse(url).netloc
     outside = sorted({u for u in requests if urlparse(u).scheme in ("http", "https") and urlparse(u).netloc != server})
     assert not outside, f"{len(outside)} requests left {server}: {outside[:5]}"
