@@ -13,7 +13,9 @@ from precompute.__main__ import main as precompute_main
 from precompute.bundle import Bundle
 from precompute.mock.survey import write_mock_survey
 
-pytestmark = pytest.mark.slow  # several builds from files: minutes on 2 cores
+# Several builds from files: minutes on 2 cores. One xdist worker runs them all, so the module's survey files and
+# folder build are made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("build_inputs")]
 
 N_CUBES = 8
 # Small maps, no cube models: what these tests check is which files go in and what the plan predicts.
