@@ -48,8 +48,9 @@ def test_bundle(request):
 
 @pytest.fixture(scope="session")
 def dashboard_url(test_bundle, artifacts):
-    """Start `panel serve app.py --args <bundle>` and wait until the page answers."""
-    with panel_server.serving(test_bundle, artifacts / f"server-{Path(test_bundle).name}.log") as url:
+    """Start `panel serve app.py --args <bundle>` and wait until the page answers (not warmed up: the first page
+    pays the imports, which a warm-up would pay once more to build a page nobody sees)."""
+    with panel_server.serving(test_bundle, artifacts / f"server-{Path(test_bundle).name}.log", warm=False) as url:
         yield url
 
 

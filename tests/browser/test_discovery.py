@@ -40,7 +40,7 @@ def test_bundle(real_bundle, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dashboard_url(test_bundle, artifacts):
-    with panel_server.serving(test_bundle, artifacts / "server-discovery.log") as url:
+    with panel_server.serving(test_bundle, artifacts / "server-discovery.log", warm=False) as url:
         yield url
 
 
@@ -85,7 +85,7 @@ def test_labels_survive_a_restart_and_a_sigkill(page, real_bundle, tmp_path, art
     with open(artifacts / "server-discovery-restart.log", "w") as log:
         # label the galaxy of the detail view and tag the selection three times; every label is acknowledged on
         # the page before the server is SIGKILLed (no shutdown handler runs)
-        server, url = panel_server.start(copy, log)
+        server, url = panel_server.start(copy, log, warm=False)
         try:
             open_dashboard(page, url)
             open_detail(page)
@@ -106,7 +106,7 @@ def test_labels_survive_a_restart_and_a_sigkill(page, real_bundle, tmp_path, art
         assert [e["label"] for e in recorded] == [INTERESTING, *acknowledged]
         assert all(e["bundle_id"] == built.id and e["author"] for e in recorded)
         # a new server on the same bundle: the page shows every label again
-        server, url = panel_server.start(copy, log)
+        server, url = panel_server.start(copy, log, warm=False)
         try:
             open_dashboard(page, url)
             open_detail(page)
