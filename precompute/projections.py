@@ -57,6 +57,16 @@ def quiet_umap():
         torch.set_num_threads(threads)
 
 
+def umap_kernels() -> list:
+    """umap-learn's numba kernels (dispatchers defined in its own modules), each once; imports umap."""
+    import umap  # noqa: F401  (imports umap.umap_, layouts, utils, distances: the modules holding the kernels)
+    from numba.core.dispatcher import Dispatcher
+
+    modules = [module for name, module in list(sys.modules.items()) if name.split(".")[0] == "umap"]
+    kernels = {id(k): k for m in modules for k in vars(m).values() if isinstance(k, Dispatcher)}
+    return [k for k in kernels.values() if k.py_func.__module__.split(".")[0] == "umap"]
+
+
 @functools.cache
 def cache_umap_kernels() -> None:
     """Keep umap's compiled numba kernels in numba's on-disk cache, as ``@njit(cache=True)`` would.
@@ -65,16 +75,11 @@ def cache_umap_kernels() -> None:
     again: ~15 s of a 2-core CPU in each build, `assign` and dashboard placing spectra. Loaded from the cache they
     take ~0.2 s and give the same coordinates bit for bit. Numba keys its cache by source file and CPU; where it
     has no writable cache folder the kernels are compiled as before."""
-    import umap  # noqa: F401  (imports umap.umap_, layouts, utils, distances: the modules holding the kernels)
-    from numba.core.dispatcher import Dispatcher
-
-    modules = [module for name, module in list(sys.modules.items()) if name.split(".")[0] == "umap"]
-    for kernel in {id(k): k for m in modules for k in vars(m).values() if isinstance(k, Dispatcher)}.values():
-        if kernel.py_func.__module__.split(".")[0] == "umap":
-            try:
-                kernel.enable_caching()
-            except RuntimeError:  # numba found no folder it may write to
-                return
+    for kernel in umap_kernels():
+        try:
+            kernel.enable_caching()
+        except RuntimeError:  # numba found no folder it may write to
+            return
 
 
 class EmbeddingProjector:

@@ -154,16 +154,12 @@ def test_bad_vectors_are_refused():
         EmbeddingProjector(n_neighbours=10).fit(np.random.default_rng(0).normal(size=(8, 4)))
 
 
-
 UMAP_IN_A_NEW_PROCESS = """
-import json, sys
+import json
 import numpy as np
-import umap
-from numba.core.dispatcher import Dispatcher
-from precompute.projections import EmbeddingProjector
+from precompute.projections import EmbeddingProjector, umap_kernels
 
-kernels = {id(k): k for name, m in list(sys.modules.items()) if name.split(".")[0] == "umap"
-           for k in vars(m).values() if isinstance(k, Dispatcher)}.values()
+kernels = umap_kernels()
 def count(what):
     return sum(sum(getattr(k.stats, what).values()) for k in kernels)
 at_import = count("cache_misses")  # kernels umap declares with a signature compile on import, uncached
