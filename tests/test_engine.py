@@ -57,10 +57,21 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def in_process(tmp_path_factory):
+def one_worker_cluster():
+    """A one-worker LocalCluster for the builds that need single-threaded workers but test no engine of their own
+    (the reference, the resumed model stages): each new cluster's worker pays the imports again (~10 CPU-s)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def in_process(one_worker_cluster, tmp_path_factory):
     """The reference: one single-threaded worker process (an in-process build keeps BLAS's threads, which can
     change the last bits of a prepared spectrum)."""
-    path = build(engine_config(), tmp_path_factory.mktemp("engine") / "one-worker", workers=1)
+    path = build(engine_config(), tmp_path_factory.mktemp("engine") / "one-worker", scheduler=one_worker_cluster)
     return fingerprint_of(path)
 
 
@@ -162,7 +173,7 @@ def test_a_killed_build_resumes_without_preparing_a_galaxy_twice(tmp_path):
     assert not list(tmp_path.glob(".resumed.*")), "staging or temporary folders left behind"
 
 
-def test_a_rerun_starts_after_the_last_finished_model_stage(in_process, tmp_path, monkeypatch):
+def test_a_rerun_starts_after_the_last_finished_model_stage(in_process, one_worker_cluster, tmp_path, monkeypatch):
     from precompute import embeddings, spectral_maps
 
     def killed(*args, **kwargs):
@@ -172,14 +183,14 @@ def test_a_rerun_starts_after_the_last_finished_model_stage(in_process, tmp_path
     with monkeypatch.context() as patched:
         patched.setattr(embeddings, "build_embeddings", killed)
         with pytest.raises(RuntimeError, match="embeddings stage"):
-            build(engine_config(), out, workers=1)
+            build(engine_config(), out, scheduler=one_worker_cluster)
     assert not out.exists()
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the spectral maps were trained again")
 
     monkeypatch.setattr(spectral_maps, "build_spectral_maps", must_not_run)
-    build(engine_config(), out, workers=1)
+    build(engine_config(), out, scheduler=one_worker_cluster)
     assert Bundle(out).manifest["provenance"]["resumed_stages"] == ["core", "spectral maps"]
     assert_same_bundle(fingerprint_of(out), in_process)
     assert validate(out) == []
