@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 import xmlrpc.client
@@ -75,11 +76,36 @@ SENDER = _Sender()
 atexit.register(SENDER.close)
 
 
+class _Outbox:
+    """The VOTables this server process has sent: kept while it runs (a receiver reads the file after the
+    notification returns, maybe much later), all in one folder that is removed when the process exits."""
+
+    def __init__(self):
+        self.folder, self.sent, self.lock = None, 0, threading.Lock()
+
+    def write(self, name: str, payload: bytes) -> Path:
+        with self.lock:
+            if self.folder is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="galaxy-explorer-samp-"))
+            self.sent += 1
+            path = self.folder / f"{name}-{self.sent}.vot"
+        path.write_bytes(payload)
+        return path
+
+    def remove(self):
+        with self.lock:
+            if self.folder is not None:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+OUTBOX = _Outbox()
+atexit.register(OUTBOX.remove)  # `panel serve` exits normally on Ctrl-C and SIGTERM
+
+
 def send_votable(payload: bytes, name: str) -> list[str]:
     """Broadcast a VOTable (`table.load.votable`); returns the ids of the clients that were notified."""
-    folder = Path(tempfile.mkdtemp(prefix="galaxy-explorer-samp-"))
-    path = folder / f"{name}.vot"
-    path.write_bytes(payload)  # kept: receivers read the file after the notification returns
+    path = OUTBOX.write(name, payload)
     return SENDER.notify_all({"samp.mtype": "table.load.votable",
                               "samp.params": {"url": path.as_uri(), "name": name}})
 

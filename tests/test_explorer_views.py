@@ -3,7 +3,10 @@
 Views are rendered into a Bokeh Document (as the server does) so the tests see what the browser would get.
 """
 import io
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -347,6 +350,19 @@ def test_samp_sends_the_selection(data, state, tmp_path, monkeypatch):
         send_to_a_fresh_hub([5, 6])  # a restarted hub has never seen the sender
     finally:
         samp.SENDER.close()
+    # every table sent stays readable while the server runs, in one folder of its own
+    sent = [Path(params["url"].removeprefix("file://")) for params in received]
+    assert len({path.parent for path in sent}) == 1 and all(path.is_file() for path in sent)
+
+
+def test_samp_tables_are_removed_when_the_server_exits(tmp_path):
+    """The folder of sent VOTables goes with the process that sent them (one per server, not one per send)."""
+    script = ("from explorer import samp; print(samp.OUTBOX.write('a', b'<VOTABLE/>')); "
+              "print(samp.OUTBOX.write('b', b'<VOTABLE/>'))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    first, second = map(Path, run.stdout.split())
+    assert first.parent == second.parent and first != second
+    assert not first.parent.exists(), f"{first.parent} left behind after the process exited"
 
 
 # -- the page ---------------------------------------------------------------------------------------------------
