@@ -11,6 +11,9 @@ The dashboard tests run on both `real_bundle` and `synthetic_bundle` through the
 """
 import os
 
+# The session-wide build on the suite's critical path: the demo-size build alone is 340-400 s of one core
+CRITICAL_GROUP = "trained"
+
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # Parallel workers share the cores: each worker (and the servers and Dask workers it starts) gets its share of
     # BLAS / OpenMP threads instead of every one spinning a thread per core. Set before numpy and torch load.
@@ -124,7 +127,33 @@ def build_group(item, fixtures: set[str]) -> str | None:
     params = item.callspec.params if hasattr(item, "callspec") else {}
     bundle = params.get("bundle_path") or params.get("test_bundle", "real" if "test_bundle" in fixtures else None)
     if fixtures & {"demo_build", "survey_bundle", "sed_bundle"} or bundle == "sed":
-        return "trained"
+        return CRITICAL_GROUP
     if "real_bundle" in fixtures or bundle == "real":
         return "real"
     return None
+
+
+def pytest_xdist_auto_num_workers(config):
+    """One worker more than the cores (at most 3): the browser tests, servers and Dask clusters leave a core idle
+    while they wait, which the extra worker fills; the workers outside the critical group give way to it."""
+    return min((os.cpu_count() or 1) + 1, 3)
+
+
+_gave_way = False
+
+
+def pytest_runtest_setup(item):
+    """Parallel runs: before its first test outside the critical group a worker lowers its own priority (nice +10),
+    inherited by the servers, browsers and Dask workers it starts, so the critical group's builds keep a core."""
+    global _gave_way
+    if _gave_way or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if any(marker.args[:1] == (CRITICAL_GROUP,) for marker in item.iter_markers("xdist_group")):
+        return
+    threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["0"]  # Linux: nice per thread
+    for thread in map(int, threads):
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + 10)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+    _gave_way = True
