@@ -34,6 +34,14 @@ def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": VIEWPORT, "accept_downloads": True}
 
 
+@pytest.fixture
+def context(context):
+    """Navigation as patient as the page's own readiness waits: a server's first page pays its imports and the
+    page build before the HTML is sent, more than Playwright's 30 s default on a loaded CI machine."""
+    context.set_default_navigation_timeout(120_000)
+    return context
+
+
 @pytest.fixture(scope="session")
 def artifacts():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
