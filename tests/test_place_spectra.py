@@ -49,7 +49,7 @@ def spectra_file(real_bundle, tmp_path_factory):
 
 
 @pytest.fixture
-def page(real_bundle, tmp_path, monkeypatch):
+def app_page(real_bundle, tmp_path, monkeypatch):
     """The page of one session, with its SOM maps rendered (the marks are drawn by the rendered plots) and the
     process's temporary files going to a folder the test looks into."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
@@ -57,10 +57,10 @@ def page(real_bundle, tmp_path, monkeypatch):
     # The upload's async callback runs to its end before the test goes on: without a served session Panel runs it
     # on this thread's event loop, which after the browser tests (Playwright's) is running, and leaves it pending
     monkeypatch.setattr(param.parameterized, "async_executor", run_to_completion)
-    page = create_app(real_bundle)
-    page.som_doc = render(page.dashboard.som.view)
-    render(page.dashboard.place.view)
-    return page
+    app_page = create_app(real_bundle)
+    app_page.som_doc = render(app_page.dashboard.som.view)
+    render(app_page.dashboard.place.view)
+    return app_page
 
 
 def run_to_completion(callback) -> None:
@@ -87,9 +87,9 @@ def marks(dashboard, level: str) -> dict:
     return {key: np.asarray(value).tolist() for key, value in source.data.items()}
 
 
-def test_uploads_are_placed_as_assign_places_them_marked_listed_and_exported(page, spectra_file, tmp_path,
+def test_uploads_are_placed_as_assign_places_them_marked_listed_and_exported(app_page, spectra_file, tmp_path,
                                                                             monkeypatch):
-    dashboard = page.dashboard
+    dashboard = app_page.dashboard
     view, data, state = dashboard.place, dashboard.data, dashboard.state
     assert view is not None and "Choose files" in view.status.object and not view.table.visible
     expected = assign.assign_files(str(data.path), [spectra_file])  # the command line's code on the same file
@@ -136,7 +136,7 @@ def test_uploads_are_placed_as_assign_places_them_marked_listed_and_exported(pag
     assert medians and np.allclose(csv[medians].iloc[:-1], expected[medians], equal_nan=True)
 
     # a row's tap selects its node; nothing was written into (or beside) the bundle, the uploads' folder is gone
-    with set_curdoc(page.som_doc):  # as the served page: the maps' outlines follow the selection
+    with set_curdoc(app_page.som_doc):  # as the served page: the maps' outlines follow the selection
         view._on_click(type("Click", (), {"row": 1})())
     assert state.nodes == [int(good["node"].iat[1])]
     assert listing(data.path) == before
@@ -146,10 +146,11 @@ def test_uploads_are_placed_as_assign_places_them_marked_listed_and_exported(pag
     assert marks(dashboard, "desom1")["node"] == [] and state.placed is None and not view.table.visible
 
 
-def test_a_cube_with_its_catalogue_is_marked_on_both_maps_and_the_fingerprint_umap(page, tmp_path_factory, tmp_path):
+def test_a_cube_with_its_catalogue_is_marked_on_both_maps_and_the_fingerprint_umap(app_page, tmp_path_factory,
+                                                                                    tmp_path):
     files = write_mock_survey(tmp_path_factory.mktemp("mock_cube"), 1, 99, "manga", progress=False)
     (cube,), catalogue = files["cubes"], files["catalogue"]
-    dashboard = page.dashboard
+    dashboard = app_page.dashboard
     view = dashboard.place
     expected = assign.assign_files(str(dashboard.data.path), [cube], catalogue=catalogue)
     assert (expected["error"] == "").all() and len(expected) > 1
