@@ -91,10 +91,8 @@ def test_closed_sessions_release_their_dashboards(served):
             del sessions
             _wait_until(lambda: len(destroyed) == len(dashboards), "Bokeh destroying the closed sessions")
             # the server thread may still be finishing the destruction it has just reported
-            deadline = time.monotonic() + 30
-            while (alive := _alive(dashboards)) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert alive == 0, f"{alive} of {len(dashboards)} Dashboards outlive their closed sessions by 30 s"
+            _wait_until(lambda: _alive(dashboards) == 0, f"the {len(dashboards)} Dashboards of the closed sessions "
+                                                         f"collected", limit_s=30)
             rss.append(_rss_mb())
     # after the first cycle has filled the per-process caches, memory comes back to where it was
     assert rss[2] - rss[0] < 0.1 * rss[0], f"server RSS after each open/close cycle: {rss} MB"
