@@ -3,15 +3,21 @@ ordered by the anomaly score alone vs re-ranked after each round of labels (acti
 
     python benchmarks/bench_discovery.py --seed 1                         # a 640-galaxy mock survey, built or reused
     python benchmarks/bench_discovery.py --seed 1 --rare-scale 2          # rare kinds twice as likely in that survey
+    python benchmarks/bench_discovery.py --seed 1 --satellite-trails 0.1  # a tenth of the images crossed by a trail
     python benchmarks/bench_discovery.py --bundle data/bundles/demo       # an existing bundle of the mock survey
     python benchmarks/bench_discovery.py --seed 1 --interesting extreme_emission   # a user after one rare kind
 
 The survey is the pipeline's own: `precompute.build.build(load_config(seed=S, mock={"galaxies": N,
-"rare_fraction_scale": X}), OUT)` with OUT = --cache/discovery-seedS-nN-rareX. A folder that already holds the
+"rare_fraction_scale": X, "satellite_trail_fraction": T}), OUT)` with OUT = --cache/discovery-seedS-nN-rareX
+(+ ``-trailsT`` when T > 0). A folder that already holds the
 bundle of that very config is reused as it is; an unfinished build there resumes from its shards; a folder holding
 another bundle is refused (build's own check). ``--rare-scale`` is the config value ``mock.rare_fraction_scale``
 (precompute/mock/population.py: it multiplies the chance of each rare kind; 1 = the survey as it is); it is
-printed with the results and checked against the built galaxies.
+printed with the results and checked against the built galaxies. ``--satellite-trails`` is
+``mock.satellite_trail_fraction``: that share of the galaxies has a satellite trail across its image
+(precompute/mock/observe.py), an uninteresting oddity of the kind that fills the top of a real anomaly list
+(Astronomaly's case); the user labels those galaxies not interesting like any other that is not rare, and the
+results say how many trails each order showed.
 
 The simulated user reads "what to look at next" (`precompute.rank.rank_bundle`, the dashboard's and `python -m
 precompute rank`'s function) ``--per-round`` (10) galaxies at a time, labels each ``interesting`` when any mock
@@ -122,8 +128,8 @@ def rare_flags(galaxies: pd.DataFrame) -> dict[str, np.ndarray]:
 # The survey
 
 
-def survey_path(cache: Path, seed: int, galaxies: int, rare_scale: float) -> Path:
-    return Path(cache) / f"discovery-seed{seed}-n{galaxies}-rare{rare_scale:g}"
+def survey_path(cache: Path, seed: int, galaxies: int, rare_scale: float, trails: float = 0.0) -> Path:
+    return Path(cache) / f"discovery-seed{seed}-n{galaxies}-rare{rare_scale:g}{f'-trails{trails:g}' if trails else ''}"
 
 
 def check_rare_scale_honoured(config: dict) -> None:
@@ -153,15 +159,16 @@ def check_rare_scale_honoured(config: dict) -> None:
                          f"make_galaxy")
 
 
-def built_survey(seed: int, galaxies: int, rare_scale: float, cache: Path, workers: int | None) -> Path:
-    """The bundle of the mock survey (seed, galaxies, rare_scale) under ``cache``: reused when built with this very
+def built_survey(seed: int, galaxies: int, rare_scale: float, trails: float, cache: Path, workers: int | None) -> Path:
+    """The bundle of the mock survey (seed, galaxies, rare_scale, trails) under ``cache``: reused when built with this very
     config, else built (resumed from its shards when a build was interrupted) by `precompute.build.build`."""
     from precompute.bundle import config_hash
     from precompute.config import load_config
     from precompute.device import resolve_device
 
-    config = load_config(seed=seed, mock={"galaxies": galaxies, "rare_fraction_scale": rare_scale})
-    out = survey_path(cache, seed, galaxies, rare_scale)
+    config = load_config(seed=seed, mock={"galaxies": galaxies, "rare_fraction_scale": rare_scale,
+                                          "satellite_trail_fraction": trails})
+    out = survey_path(cache, seed, galaxies, rare_scale, trails)
     manifest = out / schema.MANIFEST.path
     if manifest.is_file():
         built = json.loads(manifest.read_text()).get("config_hash")
@@ -172,7 +179,8 @@ def built_survey(seed: int, galaxies: int, rare_scale: float, cache: Path, worke
     check_rare_scale_honoured(config)
     from precompute.build import build
 
-    print(f"building {out}: {galaxies} mock galaxies, seed {seed}, mock.rare_fraction_scale {rare_scale:g}",
+    print(f"building {out}: {galaxies} mock galaxies, seed {seed}, mock.rare_fraction_scale {rare_scale:g}, "
+          f"mock.satellite_trail_fraction {trails:g}",
           file=sys.stderr)
     return build(config, out, workers=workers)
 
@@ -227,10 +235,17 @@ def run(bundle: Bundle, embedding: str, viewed: int, per_round: int, interesting
     rounds = [*range(per_round, viewed, per_round), viewed]  # galaxies viewed after each round
     a, b = by_score[viewed]["interesting"], by_active[viewed]["interesting"]
     reranks = seconds[1:] or seconds  # the first ranking has no label yet
+    # satellite trails (mock.satellite_trail_fraction): uninteresting oddities, counted where each order showed them
+    trail = galaxies["satellite_trail"].fillna(False).to_numpy(bool) if "satellite_trail" in galaxies else np.zeros(n, bool)
+    trails = {"fraction": float(bundle.manifest["config"].get("mock", {}).get("satellite_trail_fraction", 0.0)),
+              "in_survey": int(trail.sum()),
+              **{f"viewed_{name}_{c}": int(trail[order[:c]].sum())
+                 for name, order in (("score", score_order), ("active", active_order)) for c in cuts}}
     return {
         "seed": int(bundle.manifest["seed"]), "viewed": viewed, "found_score": a, "found_active": b,
         "ratio": round(b / a, 3) if a else None, "interesting": list(interesting),
-        "galaxies": n, "rare_fraction_scale": scale, "embedding": embedding, "per_round": per_round,
+        "galaxies": n, "rare_fraction_scale": scale, "satellite_trails": trails, "embedding": embedding,
+        "per_round": per_round,
         "bundle": str(bundle.path), "bundle_id": bundle.id,
         "rare_in_survey": n_rare,
         "expected_random": {str(c): {k: round(expected_random(v, n, c), 2) for k, v in n_rare.items()} for c in cuts},
@@ -261,6 +276,11 @@ def report(result: dict) -> None:
         print(f"  {'total interesting' if kind == 'interesting' else kind:<19}" + "".join(
             f" | {result['expected_random'][c][kind]:6.1f} {result['found_by_score'][c][kind]:6d} "
             f"{result['found_active_learning'][c][kind]:7d}" for c in cuts))
+    trails = result["satellite_trails"]
+    if trails["in_survey"]:
+        print(f"  satellite trails (mock.satellite_trail_fraction {trails['fraction']:g}): {trails['in_survey']} in the "
+              f"survey; shown" + ",".join(f" in the first {c}: score {trails[f'viewed_score_{c}']}, active "
+                                          f"{trails[f'viewed_active_{c}']}" for c in cuts))
     print(f"  found after each round of {result['per_round']} (cumulative): score  {result['curve_score']}")
     print(f"  {'':>{len(str(result['per_round'])) + 42}}active {result['curve_active']}")
     ratio = result["ratio"]
@@ -277,6 +297,8 @@ def main(argv=None) -> int:
     parser.add_argument("--galaxies", type=int, default=640, help="mock survey size (default 640)")
     parser.add_argument("--rare-scale", type=float, default=1.0,
                         help="mock.rare_fraction_scale: multiplies the chance of each rare kind (default 1)")
+    parser.add_argument("--satellite-trails", type=float, default=0.0,
+                        help="mock.satellite_trail_fraction: share of the images with a satellite trail (default 0)")
     parser.add_argument("--bundle", help="use this built bundle of the mock survey instead of building one")
     parser.add_argument("--cache", default="data/bundles", help="folder of the built surveys (default data/bundles)")
     parser.add_argument("--workers", type=int, default=None,
@@ -289,14 +311,15 @@ def main(argv=None) -> int:
     parser.add_argument("--per-round", type=int, default=10, help="galaxies viewed between re-ranks (default 10)")
     args = parser.parse_args(argv)
     if args.bundle:
-        if args.seed is not None or args.rare_scale != 1.0 or args.galaxies != 640:
-            print("--bundle given: --seed, --galaxies and --rare-scale are those of the bundle", file=sys.stderr)
+        if args.seed is not None or args.rare_scale != 1.0 or args.satellite_trails or args.galaxies != 640:
+            print("--bundle given: --seed, --galaxies, --rare-scale and --satellite-trails are those of the bundle",
+                  file=sys.stderr)
         path = Path(args.bundle)
     else:
         from precompute.config import DEFAULT_CONFIG
 
         seed = DEFAULT_CONFIG["seed"] if args.seed is None else args.seed
-        path = built_survey(seed, args.galaxies, args.rare_scale, Path(args.cache), args.workers)
+        path = built_survey(seed, args.galaxies, args.rare_scale, args.satellite_trails, Path(args.cache), args.workers)
     bundle = Bundle(path)
     result = run(bundle, args.embedding or default_space(bundle), args.viewed, args.per_round, args.interesting)
     report(result)

@@ -1,5 +1,6 @@
 """benchmarks/bench_discovery.py: the simulated user's loop counts what it views, on hand-made rankings through the
-real `precompute.rank.rank`; and mock.rare_fraction_scale raises the rare kinds without changing the default survey."""
+real `precompute.rank.rank`; mock.rare_fraction_scale raises the rare kinds without changing the default survey, and
+mock.satellite_trail_fraction reaches the build's preparation."""
 import importlib.util
 from pathlib import Path
 
@@ -111,6 +112,22 @@ def test_rare_fraction_scale_is_checked_and_its_default_keeps_the_demo_survey():
     assert galaxy_params(42, 17) == galaxy_params(42, 17, "manga", 1.0)
     assert all(more > fewer for more, fewer in zip(counts(3.0), counts(1.0)))
     assert galaxy_params(42, 5, "manga", 3.0)[0] == galaxy_params(42, 5)[0]  # same galaxy ids
+
+
+def test_satellite_trail_fraction_is_checked_and_reaches_the_prepared_galaxy():
+    from precompute.prepare import prepare_input
+    from precompute.shards import Unit
+
+    assert load_config()["mock"]["satellite_trail_fraction"] == 0.0
+    for bad, message in ((1.5, "expected a number between 0 and 1"), ("0.1", "expected a number")):
+        with pytest.raises(ConfigError, match=f"mock.satellite_trail_fraction: {message}"):
+            load_config(mock={"satellite_trail_fraction": bad})
+    for fraction in (0.0, 1.0):
+        prepared, skipped = prepare_input(Unit("mock-0000003", index=3),
+                                          load_config(mock={"satellite_trail_fraction": fraction}))
+        assert not skipped and prepared[0].row["satellite_trail"] == (fraction == 1.0)
+    assert bench.survey_path(Path("c"), 1, 640, 1.0, 0.1).name == "discovery-seed1-n640-rare1-trails0.1"
+    assert bench.survey_path(Path("c"), 1, 640, 1.0).name == "discovery-seed1-n640-rare1"  # earlier caches keep their name
 
 
 def test_a_user_after_one_kind_teaches_the_ranking_to_pass_over_the_other_anomalies(tmp_path):

@@ -15,7 +15,8 @@ from astropy.io import fits
 from precompute.formats import read_catalogue, read_observation
 from precompute.mock import lines
 from precompute.mock.cli import main as mock_main
-from precompute.mock.observe import MANGA, add_shifted, observe, shift_to_observed, sky_noise_shape
+from precompute.mock.observe import (CUTOUT_SCALE, MANGA, SIGMA_FWHM, add_satellite_trail, add_shifted, observe,
+                                     shift_to_observed, sky_noise_shape)
 from precompute.mock.photometry import band_weights
 from precompute.mock.population import SFH, draw_galaxy
 from precompute.mock.sed_library import make_sed_library
@@ -257,6 +258,44 @@ def test_streamed_galaxies_carry_documented_truth_and_are_deterministic():
     assert np.array_equal(again.observation.flux, galaxies[1].observation.flux)
     assert again.truth == galaxies[1].truth
     assert make_galaxy(6, 1).truth["log_mstar"] != again.truth["log_mstar"]
+
+
+def test_a_satellite_trail_changes_one_band_of_the_image_only_and_is_in_the_truth():
+    plain, trailed = make_galaxy(5, 1), make_galaxy(5, 1, satellite_trail_fraction=1.0)
+    assert not plain.truth["satellite_trail"] and trailed.truth["satellite_trail"]
+    assert {**trailed.truth, "satellite_trail": False} == plain.truth
+    assert np.array_equal(plain.observation.flux, trailed.observation.flux)  # an imaging artefact: not in the cube
+    changed = np.flatnonzero((trailed.image != plain.image).any(axis=(1, 2)))
+    assert changed.tolist() == ["gri".index(trailed.observed.info["satellite_trail"]["band"])]
+    # the default survey has none, and each galaxy's own draw decides, whatever the others'
+    assert not any(g.truth["satellite_trail"] for g in iter_mock_survey(3, seed=5))
+    assert make_galaxy(5, 1, satellite_trail_fraction=0.5).truth == make_galaxy(5, 1, satellite_trail_fraction=0.5).truth
+
+
+def test_a_satellite_trail_carries_its_flux_per_pixel_of_length_as_wide_as_the_seeing():
+    measured = 0
+    for seed in range(20):
+        cutout = np.zeros((3, 128, 128), np.float32)
+        trail = add_satellite_trail(cutout, np.random.default_rng(seed))
+        assert 0.5 <= trail["nmgy_per_pixel"] <= 20 and abs(trail["offset_pixels"]) <= 64
+        if abs(trail["offset_pixels"]) > 48:
+            continue  # the streak may run along an edge of the cutout, its wing cut off
+        measured += 1
+        angle = np.radians(trail["angle_deg"])
+        # the length of the trail's centre line inside the cutout, from dense samples along it
+        t = np.linspace(-200, 200, 400_001)
+        normal = trail["offset_pixels"] * np.array([np.sin(angle), -np.cos(angle)])
+        x, y = normal[0] + t * np.cos(angle), normal[1] + t * np.sin(angle)
+        length = (t[1] - t[0]) * np.count_nonzero((np.abs(x) <= 64) & (np.abs(y) <= 64))
+        band = cutout["gri".index(trail["band"])]
+        assert band.sum() == pytest.approx(trail["nmgy_per_pixel"] * length, rel=0.03)
+        # across the trail, a Gaussian of the seeing's width (1.2–1.6″ FWHM)
+        weights = band / band.sum()
+        yy, xx = np.indices(band.shape) - 63.5
+        distance = xx * np.sin(angle) - yy * np.cos(angle) - trail["offset_pixels"]
+        fwhm = SIGMA_FWHM * np.sqrt((weights * distance**2).sum()) * CUTOUT_SCALE
+        assert 1.2 <= fwhm <= 1.6 and np.count_nonzero(cutout.any(axis=(1, 2))) == 1
+    assert measured >= 10
 
 
 @pytest.mark.parametrize("fmt", ["manga", "califa"])

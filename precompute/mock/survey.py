@@ -2,7 +2,9 @@
 
 Galaxy ``index`` of survey ``seed`` is generated from its own seed sequence (seed, index), so it is the
 same whether streamed or written, and whatever the number of galaxies asked for. Each galaxy's draws are
-split into three independent streams (population, synthesis, observation).
+split into independent streams (population, synthesis, observation, imaging artefacts), so a satellite trail
+(``satellite_trail_fraction``, config ``mock.satellite_trail_fraction``, default 0) changes that galaxy's image
+and nothing else.
 
     for galaxy in iter_mock_survey(20, seed=42):
         galaxy.observation   # precompute.observation.Observation, as the reader returns the written file
@@ -26,7 +28,7 @@ from ..formats import manga as manga_format
 from ..formats.califa import C_KMS, califa_wave_air, write_califa_cube
 from ..observation import Observation
 from ..ssp import load_templates
-from .observe import CUTOUT_SCALE, INSTRUMENTS, ObservedGalaxy, observe
+from .observe import CUTOUT_SCALE, INSTRUMENTS, ObservedGalaxy, add_satellite_trail, observe
 from .population import GalaxyParams, draw_galaxy
 from .synthesis import synthesize
 
@@ -34,7 +36,7 @@ TRUTH_COLUMNS = (
     "morphology", "log_mstar", "bt", "log_age_lw", "log_age_mw", "logz_lw", "logz_mw", "log_sfr", "log_ssfr",
     "ew_halpha", "d4000", "log_nii_ha", "log_oiii_hb", "bpt_class", "whan_class", "agn", "quenched",
     "inclination_deg", "ellipticity", "pa_deg", "re_arcsec", "re_kpc", "environment", "av", "vrot_kms",
-    "sigma_kms", "disturbed", "extreme_emission",
+    "sigma_kms", "disturbed", "extreme_emission", "satellite_trail",
 )
 TRUTH_MAPS = ("log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "av", "velocity_kms", "sigma_kms")
 FORMATS = ("manga", "califa")
@@ -70,34 +72,45 @@ def galaxy_id(index: int, fmt: str, footprint: str) -> str:
 
 
 def _draw(seed: int, index: int, fmt: str, rare_fraction_scale: float):
-    """The population draws of galaxy ``index``: (footprint, radius, params, synthesis rng, observation rng)."""
+    """The population draws of galaxy ``index``: (footprint, radius, params, synthesis rng, observation rng,
+    artefact rng)."""
     if fmt not in FORMATS:
         raise ValueError(f"mock survey format must be one of {FORMATS}, got {fmt!r}")
-    rng_population, rng_synthesis, rng_observation = (np.random.default_rng(s) for s in
-                                                      np.random.SeedSequence([seed, index]).spawn(3))
+    # spawn(4)'s first three children are spawn(3)'s: the artefact stream left every earlier galaxy as it was
+    rng_population, rng_synthesis, rng_observation, rng_artefact = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4))
     footprint, radius, re_target = INSTRUMENTS[fmt].draw_footprint(rng_population)
     params = draw_galaxy(rng_population, re_target, rare_fraction_scale)
-    return footprint, radius, params, rng_synthesis, rng_observation
+    return footprint, radius, params, rng_synthesis, rng_observation, rng_artefact
 
 
 def galaxy_params(seed: int, index: int, fmt: str = "manga",
                   rare_fraction_scale: float = 1.0) -> tuple[str, GalaxyParams]:
     """(galaxy_id, physical parameters) of galaxy ``index`` without synthesising it (milliseconds, not a second):
     the truth flags ``agn``, ``disturbed`` and ``extreme_emission`` of its `make_galaxy` are these parameters'."""
-    footprint, _, params, _, _ = _draw(seed, index, fmt, rare_fraction_scale)
+    footprint, _, params, *_ = _draw(seed, index, fmt, rare_fraction_scale)
     return galaxy_id(index, fmt, footprint), params
 
 
-def make_galaxy(seed: int, index: int, fmt: str = "manga", rare_fraction_scale: float = 1.0) -> MockGalaxy:
+def make_galaxy(seed: int, index: int, fmt: str = "manga", rare_fraction_scale: float = 1.0,
+                satellite_trail_fraction: float = 0.0) -> MockGalaxy:
     """Generate galaxy ``index`` of the survey with ``seed`` (``rare_fraction_scale``: config
-    ``mock.rare_fraction_scale``, see precompute.mock.population; 1 = the default survey)."""
-    footprint, radius, params, rng_synthesis, rng_observation = _draw(seed, index, fmt, rare_fraction_scale)
+    ``mock.rare_fraction_scale``, see precompute.mock.population; 1 = the default survey). A share
+    ``satellite_trail_fraction`` of the galaxies (config ``mock.satellite_trail_fraction``; 0 = the default survey)
+    has a satellite trail across its image (`precompute.mock.observe.add_satellite_trail`), truth ``satellite_trail``."""
+    if not 0.0 <= satellite_trail_fraction <= 1.0:
+        raise ValueError(f"satellite_trail_fraction must be in [0, 1], got {satellite_trail_fraction!r}")
+    footprint, radius, params, rng_synthesis, rng_observation, rng_artefact = _draw(seed, index, fmt,
+                                                                                     rare_fraction_scale)
     instrument = INSTRUMENTS[fmt]
     model = synthesize(params, rng_synthesis, load_templates())
     observed = observe(model, instrument, radius, rng_observation)
     gid = galaxy_id(index, fmt, footprint)
+    trail = bool(rng_artefact.uniform() < satellite_trail_fraction)
+    if trail:
+        observed.info["satellite_trail"] = add_satellite_trail(observed.cutout, rng_artefact)
 
-    truth = {"galaxy_id": gid, **model.truth, **observed.truth}
+    truth = {"galaxy_id": gid, **model.truth, **observed.truth, "satellite_trail": trail}
     truth = {"galaxy_id": gid, **{k: _plain(truth[k]) for k in TRUTH_COLUMNS}}
     source = f"mock:{seed}:{index}"
     if fmt == "manga":
@@ -143,11 +156,11 @@ def catalogue_row(gid: str, header: dict, params, model, truth: dict, fmt: str) 
     return {"name": gid, "ra": params.ra, "dec": params.dec, "med_vel": header["MED_VEL"], **row}
 
 
-def iter_mock_survey(n_galaxies: int, seed: int, fmt: str = "manga",
-                     rare_fraction_scale: float = 1.0) -> Iterator[MockGalaxy]:
+def iter_mock_survey(n_galaxies: int, seed: int, fmt: str = "manga", rare_fraction_scale: float = 1.0,
+                     satellite_trail_fraction: float = 0.0) -> Iterator[MockGalaxy]:
     """Stream ``n_galaxies`` mock galaxies (indices 0..n−1) of survey ``seed``."""
     for index in range(n_galaxies):
-        yield make_galaxy(seed, index, fmt, rare_fraction_scale)
+        yield make_galaxy(seed, index, fmt, rare_fraction_scale, satellite_trail_fraction)
 
 
 def cube_filename(galaxy: MockGalaxy, fmt: str) -> str:
