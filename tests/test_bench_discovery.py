@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from precompute.bundle import Bundle
 from precompute.config import ConfigError, load_config
 from precompute.labels import INTERESTING, NOT_INTERESTING, LabelLog
 from precompute.mock.survey import galaxy_params
@@ -128,6 +129,24 @@ def test_satellite_trail_fraction_is_checked_and_reaches_the_prepared_galaxy():
         assert not skipped and prepared[0].row["satellite_trail"] == (fraction == 1.0)
     assert bench.survey_path(Path("c"), 1, 640, 1.0, 0.1).name == "discovery-seed1-n640-rare1-trails0.1"
     assert bench.survey_path(Path("c"), 1, 640, 1.0).name == "discovery-seed1-n640-rare1"  # earlier caches keep their name
+
+
+def test_the_results_count_the_satellite_trails_each_order_showed(real_bundle, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    copy = Path(shutil.copytree(real_bundle, tmp_path / "trails"))
+    galaxies = pd.read_parquet(copy / "galaxies.parquet")
+    assert not galaxies["satellite_trail"].any()  # the tiny build's survey has none (the default)
+    # a trail on the most anomalous galaxy: the first either user views
+    galaxies["satellite_trail"] = np.arange(len(galaxies)) == int(galaxies["anomaly_score"].to_numpy().argmax())
+    galaxies.to_parquet(copy / "galaxies.parquet", index=False)
+    result = bench.run(Bundle(copy), "anomaly parts", viewed=10, per_round=5)
+    assert result["satellite_trails"] == {"fraction": 0.0, "in_survey": 1, "viewed_score_10": 1, "viewed_active_10": 1}
+    bench.report(result)
+    assert ("satellite trails (mock.satellite_trail_fraction 0): 1 in the survey; shown in the first 10: score 1, "
+            "active 1") in capsys.readouterr().out
 
 
 def test_a_user_after_one_kind_teaches_the_ranking_to_pass_over_the_other_anomalies(tmp_path):
