@@ -160,8 +160,8 @@ def check_rare_scale_honoured(config: dict) -> None:
 
 
 def built_survey(seed: int, galaxies: int, rare_scale: float, trails: float, cache: Path, workers: int | None) -> Path:
-    """The bundle of the mock survey (seed, galaxies, rare_scale, trails) under ``cache``: reused when built with this very
-    config, else built (resumed from its shards when a build was interrupted) by `precompute.build.build`."""
+    """The bundle of the mock survey (seed, galaxies, rare_scale, trails) under ``cache``: reused when built with this
+    very config, else built (resumed from its shards when a build was interrupted) by `precompute.build.build`."""
     from precompute.bundle import config_hash
     from precompute.config import load_config
     from precompute.device import resolve_device
@@ -236,7 +236,8 @@ def run(bundle: Bundle, embedding: str, viewed: int, per_round: int, interesting
     a, b = by_score[viewed]["interesting"], by_active[viewed]["interesting"]
     reranks = seconds[1:] or seconds  # the first ranking has no label yet
     # satellite trails (mock.satellite_trail_fraction): uninteresting oddities, counted where each order showed them
-    trail = galaxies["satellite_trail"].fillna(False).to_numpy(bool) if "satellite_trail" in galaxies else np.zeros(n, bool)
+    trail = (galaxies["satellite_trail"].fillna(False).to_numpy(bool) if "satellite_trail" in galaxies
+             else np.zeros(n, bool))
     trails = {"fraction": float(bundle.manifest["config"].get("mock", {}).get("satellite_trail_fraction", 0.0)),
               "in_survey": int(trail.sum()),
               **{f"viewed_{name}_{c}": int(trail[order[:c]].sum())
@@ -278,8 +279,8 @@ def report(result: dict) -> None:
             f"{result['found_active_learning'][c][kind]:7d}" for c in cuts))
     trails = result["satellite_trails"]
     if trails["in_survey"]:
-        print(f"  satellite trails (mock.satellite_trail_fraction {trails['fraction']:g}): {trails['in_survey']} in the "
-              f"survey; shown" + ",".join(f" in the first {c}: score {trails[f'viewed_score_{c}']}, active "
+        print(f"  satellite trails (mock.satellite_trail_fraction {trails['fraction']:g}): {trails['in_survey']} "
+              f"in the survey; shown" + ",".join(f" in the first {c}: score {trails[f'viewed_score_{c}']}, active "
                                           f"{trails[f'viewed_active_{c}']}" for c in cuts))
     print(f"  found after each round of {result['per_round']} (cumulative): score  {result['curve_score']}")
     print(f"  {'':>{len(str(result['per_round'])) + 42}}active {result['curve_active']}")

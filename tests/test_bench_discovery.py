@@ -128,7 +128,8 @@ def test_satellite_trail_fraction_is_checked_and_reaches_the_prepared_galaxy():
                                           load_config(mock={"satellite_trail_fraction": fraction}))
         assert not skipped and prepared[0].row["satellite_trail"] == (fraction == 1.0)
     assert bench.survey_path(Path("c"), 1, 640, 1.0, 0.1).name == "discovery-seed1-n640-rare1-trails0.1"
-    assert bench.survey_path(Path("c"), 1, 640, 1.0).name == "discovery-seed1-n640-rare1"  # earlier caches keep their name
+    # surveys without trails keep the cache names of earlier runs
+    assert bench.survey_path(Path("c"), 1, 640, 1.0).name == "discovery-seed1-n640-rare1"
 
 
 def test_the_results_count_the_satellite_trails_each_order_showed(real_bundle, tmp_path, capsys):

@@ -461,7 +461,8 @@ def add_satellite_trail(cutout: np.ndarray, rng: np.random.Generator) -> dict:
     sigma = rng.uniform(1.2, 1.6) / CUTOUT_SCALE / SIGMA_FWHM
     y, x = np.indices((size, size)) - (size - 1) / 2
     distance = x * np.sin(angle) - y * np.cos(angle) - offset  # signed distance from the trail's centre line
-    cutout[band] += (per_length * np.exp(-0.5 * (distance / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)).astype(cutout.dtype)
+    streak = per_length * np.exp(-0.5 * (distance / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)  # Gaussian across
+    cutout[band] += streak.astype(cutout.dtype)
     return {"band": "gri"[band], "angle_deg": float(np.degrees(angle)), "offset_pixels": float(offset),
             "nmgy_per_pixel": per_length}
 

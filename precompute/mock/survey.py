@@ -97,7 +97,8 @@ def make_galaxy(seed: int, index: int, fmt: str = "manga", rare_fraction_scale: 
     """Generate galaxy ``index`` of the survey with ``seed`` (``rare_fraction_scale``: config
     ``mock.rare_fraction_scale``, see precompute.mock.population; 1 = the default survey). A share
     ``satellite_trail_fraction`` of the galaxies (config ``mock.satellite_trail_fraction``; 0 = the default survey)
-    has a satellite trail across its image (`precompute.mock.observe.add_satellite_trail`), truth ``satellite_trail``."""
+    has a satellite trail across its image (`precompute.mock.observe.add_satellite_trail`), truth
+    ``satellite_trail``."""
     if not 0.0 <= satellite_trail_fraction <= 1.0:
         raise ValueError(f"satellite_trail_fraction must be in [0, 1], got {satellite_trail_fraction!r}")
     footprint, radius, params, rng_synthesis, rng_observation, rng_artefact = _draw(seed, index, fmt,
