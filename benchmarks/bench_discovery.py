@@ -4,20 +4,23 @@ ordered by the anomaly score alone vs re-ranked after each round of labels (acti
     python benchmarks/bench_discovery.py --seed 1                         # a 640-galaxy mock survey, built or reused
     python benchmarks/bench_discovery.py --seed 1 --rare-scale 2          # rare kinds twice as likely in that survey
     python benchmarks/bench_discovery.py --seed 1 --satellite-trails 0.1  # a tenth of the images crossed by a trail
+    python benchmarks/bench_discovery.py --seed 1 --unflagged-stars 0.1   # a tenth of the cubes with a star unflagged
     python benchmarks/bench_discovery.py --bundle data/bundles/demo       # an existing bundle of the mock survey
     python benchmarks/bench_discovery.py --seed 1 --interesting extreme_emission   # a user after one rare kind
 
 The survey is the pipeline's own: `precompute.build.build(load_config(seed=S, mock={"galaxies": N,
-"rare_fraction_scale": X, "satellite_trail_fraction": T}), OUT)` with OUT = --cache/discovery-seedS-nN-rareX
-(+ ``-trailsT`` when T > 0). A folder that already holds the
+"rare_fraction_scale": X, "satellite_trail_fraction": T, "unflagged_star_fraction": F}), OUT)` with OUT =
+--cache/discovery-seedS-nN-rareX (+ ``-trailsT`` when T > 0, ``-starsF`` when F > 0). A folder that already holds the
 bundle of that very config is reused as it is; an unfinished build there resumes from its shards; a folder holding
 another bundle is refused (build's own check). ``--rare-scale`` is the config value ``mock.rare_fraction_scale``
 (precompute/mock/population.py: it multiplies the chance of each rare kind; 1 = the survey as it is); it is
 printed with the results and checked against the built galaxies. ``--satellite-trails`` is
 ``mock.satellite_trail_fraction``: that share of the galaxies has a satellite trail across its image
 (precompute/mock/observe.py), an uninteresting oddity of the kind that fills the top of a real anomaly list
-(Astronomaly's case); the user labels those galaxies not interesting like any other that is not rare, and the
-results say how many trails each order showed.
+(Astronomaly's case); ``--unflagged-stars`` is ``mock.unflagged_star_fraction``: that share of the cubes (and
+their images) holds a foreground star that no FORESTAR bit flags, so it enters the binned spectra. The user labels
+galaxies with such artefacts not interesting like any other that is not rare, and the results say how many of each
+artefact each order showed.
 
 The simulated user reads "what to look at next" (`precompute.rank.rank_bundle`, the dashboard's and `python -m
 precompute rank`'s function) ``--per-round`` (10) galaxies at a time, labels each ``interesting`` when any mock
@@ -128,8 +131,16 @@ def rare_flags(galaxies: pd.DataFrame) -> dict[str, np.ndarray]:
 # The survey
 
 
-def survey_path(cache: Path, seed: int, galaxies: int, rare_scale: float, trails: float = 0.0) -> Path:
-    return Path(cache) / f"discovery-seed{seed}-n{galaxies}-rare{rare_scale:g}{f'-trails{trails:g}' if trails else ''}"
+# The mock survey's artefacts: truth column -> (config key under "mock", cache-name tag)
+ARTEFACTS = {"satellite_trail": ("satellite_trail_fraction", "trails"),
+             "unflagged_star": ("unflagged_star_fraction", "stars")}
+
+
+def survey_path(cache: Path, seed: int, galaxies: int, rare_scale: float, artefacts: dict | None = None) -> Path:
+    """The survey's folder; ``artefacts`` maps config keys of ARTEFACTS to fractions (0 adds nothing to the name,
+    so surveys without artefacts keep the names of earlier runs)."""
+    tags = "".join(f"-{tag}{artefacts[key]:g}" for key, tag in ARTEFACTS.values() if (artefacts or {}).get(key))
+    return Path(cache) / f"discovery-seed{seed}-n{galaxies}-rare{rare_scale:g}{tags}"
 
 
 def check_rare_scale_honoured(config: dict) -> None:
@@ -159,16 +170,17 @@ def check_rare_scale_honoured(config: dict) -> None:
                          f"make_galaxy")
 
 
-def built_survey(seed: int, galaxies: int, rare_scale: float, trails: float, cache: Path, workers: int | None) -> Path:
-    """The bundle of the mock survey (seed, galaxies, rare_scale, trails) under ``cache``: reused when built with this
-    very config, else built (resumed from its shards when a build was interrupted) by `precompute.build.build`."""
+def built_survey(seed: int, galaxies: int, rare_scale: float, artefacts: dict, cache: Path,
+                 workers: int | None) -> Path:
+    """The bundle of the mock survey (seed, galaxies, rare_scale, artefact fractions by config key) under ``cache``:
+    reused when built with this very config, else built (resumed from its shards when a build was interrupted) by
+    `precompute.build.build`."""
     from precompute.bundle import config_hash
     from precompute.config import load_config
     from precompute.device import resolve_device
 
-    config = load_config(seed=seed, mock={"galaxies": galaxies, "rare_fraction_scale": rare_scale,
-                                          "satellite_trail_fraction": trails})
-    out = survey_path(cache, seed, galaxies, rare_scale, trails)
+    config = load_config(seed=seed, mock={"galaxies": galaxies, "rare_fraction_scale": rare_scale, **artefacts})
+    out = survey_path(cache, seed, galaxies, rare_scale, artefacts)
     manifest = out / schema.MANIFEST.path
     if manifest.is_file():
         built = json.loads(manifest.read_text()).get("config_hash")
@@ -179,9 +191,8 @@ def built_survey(seed: int, galaxies: int, rare_scale: float, trails: float, cac
     check_rare_scale_honoured(config)
     from precompute.build import build
 
-    print(f"building {out}: {galaxies} mock galaxies, seed {seed}, mock.rare_fraction_scale {rare_scale:g}, "
-          f"mock.satellite_trail_fraction {trails:g}",
-          file=sys.stderr)
+    print(f"building {out}: {galaxies} mock galaxies, seed {seed}, mock.rare_fraction_scale {rare_scale:g}"
+          + "".join(f", mock.{key} {config['mock'][key]:g}" for key, _ in ARTEFACTS.values()), file=sys.stderr)
     return build(config, out, workers=workers)
 
 
@@ -235,17 +246,18 @@ def run(bundle: Bundle, embedding: str, viewed: int, per_round: int, interesting
     rounds = [*range(per_round, viewed, per_round), viewed]  # galaxies viewed after each round
     a, b = by_score[viewed]["interesting"], by_active[viewed]["interesting"]
     reranks = seconds[1:] or seconds  # the first ranking has no label yet
-    # satellite trails (mock.satellite_trail_fraction): uninteresting oddities, counted where each order showed them
-    trail = (galaxies["satellite_trail"].fillna(False).to_numpy(bool) if "satellite_trail" in galaxies
-             else np.zeros(n, bool))
-    trails = {"fraction": float(bundle.manifest["config"].get("mock", {}).get("satellite_trail_fraction", 0.0)),
-              "in_survey": int(trail.sum()),
-              **{f"viewed_{name}_{c}": int(trail[order[:c]].sum())
-                 for name, order in (("score", score_order), ("active", active_order)) for c in cuts}}
+    # the mock's artefacts: uninteresting oddities, counted where each order showed them
+    artefacts = {}
+    for column, (key, _) in ARTEFACTS.items():
+        flag = galaxies[column].fillna(False).to_numpy(bool) if column in galaxies else np.zeros(n, bool)
+        artefacts[column] = {
+            "fraction": float(bundle.manifest["config"].get("mock", {}).get(key, 0.0)), "in_survey": int(flag.sum()),
+            **{f"viewed_{name}_{c}": int(flag[order[:c]].sum())
+               for name, order in (("score", score_order), ("active", active_order)) for c in cuts}}
     return {
         "seed": int(bundle.manifest["seed"]), "viewed": viewed, "found_score": a, "found_active": b,
         "ratio": round(b / a, 3) if a else None, "interesting": list(interesting),
-        "galaxies": n, "rare_fraction_scale": scale, "satellite_trails": trails, "embedding": embedding,
+        "galaxies": n, "rare_fraction_scale": scale, "artefacts": artefacts, "embedding": embedding,
         "per_round": per_round,
         "bundle": str(bundle.path), "bundle_id": bundle.id,
         "rare_in_survey": n_rare,
@@ -277,11 +289,12 @@ def report(result: dict) -> None:
         print(f"  {'total interesting' if kind == 'interesting' else kind:<19}" + "".join(
             f" | {result['expected_random'][c][kind]:6.1f} {result['found_by_score'][c][kind]:6d} "
             f"{result['found_active_learning'][c][kind]:7d}" for c in cuts))
-    trails = result["satellite_trails"]
-    if trails["in_survey"]:
-        print(f"  satellite trails (mock.satellite_trail_fraction {trails['fraction']:g}): {trails['in_survey']} "
-              f"in the survey; shown" + ",".join(f" in the first {c}: score {trails[f'viewed_score_{c}']}, active "
-                                          f"{trails[f'viewed_active_{c}']}" for c in cuts))
+    for column, seen in result["artefacts"].items():
+        if seen["in_survey"]:
+            print(f"  {column.replace('_', ' ')}s (mock.{ARTEFACTS[column][0]} {seen['fraction']:g}): "
+                  f"{seen['in_survey']} in the survey; shown" + ",".join(
+                      f" in the first {c}: score {seen[f'viewed_score_{c}']}, active {seen[f'viewed_active_{c}']}"
+                      for c in cuts))
     print(f"  found after each round of {result['per_round']} (cumulative): score  {result['curve_score']}")
     print(f"  {'':>{len(str(result['per_round'])) + 42}}active {result['curve_active']}")
     ratio = result["ratio"]
@@ -300,6 +313,9 @@ def main(argv=None) -> int:
                         help="mock.rare_fraction_scale: multiplies the chance of each rare kind (default 1)")
     parser.add_argument("--satellite-trails", type=float, default=0.0,
                         help="mock.satellite_trail_fraction: share of the images with a satellite trail (default 0)")
+    parser.add_argument("--unflagged-stars", type=float, default=0.0,
+                        help="mock.unflagged_star_fraction: share of the cubes with a foreground star no FORESTAR "
+                             "bit flags (default 0)")
     parser.add_argument("--bundle", help="use this built bundle of the mock survey instead of building one")
     parser.add_argument("--cache", default="data/bundles", help="folder of the built surveys (default data/bundles)")
     parser.add_argument("--workers", type=int, default=None,
@@ -312,15 +328,18 @@ def main(argv=None) -> int:
     parser.add_argument("--per-round", type=int, default=10, help="galaxies viewed between re-ranks (default 10)")
     args = parser.parse_args(argv)
     if args.bundle:
-        if args.seed is not None or args.rare_scale != 1.0 or args.satellite_trails or args.galaxies != 640:
-            print("--bundle given: --seed, --galaxies, --rare-scale and --satellite-trails are those of the bundle",
-                  file=sys.stderr)
+        if (args.seed is not None or args.rare_scale != 1.0 or args.satellite_trails or args.unflagged_stars
+                or args.galaxies != 640):
+            print("--bundle given: --seed, --galaxies, --rare-scale and the artefact fractions are those of the "
+                  "bundle", file=sys.stderr)
         path = Path(args.bundle)
     else:
         from precompute.config import DEFAULT_CONFIG
 
         seed = DEFAULT_CONFIG["seed"] if args.seed is None else args.seed
-        path = built_survey(seed, args.galaxies, args.rare_scale, args.satellite_trails, Path(args.cache), args.workers)
+        artefacts = {"satellite_trail_fraction": args.satellite_trails,
+                     "unflagged_star_fraction": args.unflagged_stars}
+        path = built_survey(seed, args.galaxies, args.rare_scale, artefacts, Path(args.cache), args.workers)
     bundle = Bundle(path)
     result = run(bundle, args.embedding or default_space(bundle), args.viewed, args.per_round, args.interesting)
     report(result)

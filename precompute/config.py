@@ -11,9 +11,11 @@ DEFAULT_CONFIG: dict = {
     # Input: the embedded mock survey (streamed in memory) unless `inputs` lists files.
     # rare_fraction_scale multiplies the chance of each rare kind (AGN, disturbed, extreme-emission dwarf; see
     # precompute/mock/population.py); 1 = the survey as it is, galaxy for galaxy. benchmarks/bench_discovery.py
-    # may raise it. satellite_trail_fraction: the share of galaxies whose image has a satellite trail across it (an
-    # imaging artefact, precompute/mock/observe.py); 0 = none, the survey as it is.
-    "mock": {"galaxies": 160, "format": "manga", "rare_fraction_scale": 1.0, "satellite_trail_fraction": 0.0},
+    # may raise it. satellite_trail_fraction: the share of galaxies whose image has a satellite trail across it;
+    # unflagged_star_fraction: the share whose cube and image hold a foreground star no FORESTAR bit flags (both
+    # artefacts of precompute/mock/observe.py; 0 = none, the survey as it is).
+    "mock": {"galaxies": 160, "format": "manga", "rare_fraction_scale": 1.0, "satellite_trail_fraction": 0.0,
+             "unflagged_star_fraction": 0.0},
     "inputs": {"files": [], "catalogue": None, "catalogue_key": "plateifu", "column_map": {}},
     "prepare": {
         "wave_min": 3650.0,  # rest-frame Å: MaStar templates start at 3622 Å; eCALIFA (3749 Å observed) needs 3750
@@ -278,7 +280,7 @@ SIZES = {  # integers >= 1
 }
 FRACTIONS = {  # numbers in [0, 1]
     "val_fraction", "validation_fraction", "ema_decay", "p_noise", "p_blur", "p_resize", "p_stars",
-    "satellite_trail_fraction",
+    "satellite_trail_fraction", "unflagged_star_fraction",
 }
 NON_NEGATIVE = {"rare_fraction_scale"}  # numbers >= 0
 RANGES = {"norm_window", "snr_range", "resize_kernels", "star_radius"}  # [low, high]

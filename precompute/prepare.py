@@ -485,7 +485,8 @@ def prepare_input(unit, config: dict, catalogue=None) -> tuple[list[PreparedGala
             from precompute.mock.survey import make_galaxy
 
             mock = make_galaxy(config["seed"], unit.index, config["mock"]["format"],
-                               config["mock"]["rare_fraction_scale"], config["mock"]["satellite_trail_fraction"])
+                               config["mock"]["rare_fraction_scale"], config["mock"]["satellite_trail_fraction"],
+                               config["mock"]["unflagged_star_fraction"])
             galaxies.append(prepare_galaxy(mock.observation, config["prepare"], truth=mock.truth,
                                            truth_maps=mock.truth_maps, image=mock.image))
             return galaxies, skipped

@@ -352,6 +352,8 @@ MOCK_TRUTH_COLUMNS = (
     _truth("extreme_emission", "bool", "extreme emission-line compact dwarf — rare kind"),
     _truth("satellite_trail", "bool", "a satellite trail crosses the g, r, i image — an imaging artefact, not a "
            "property of the galaxy (config `mock.satellite_trail_fraction`, default 0)"),
+    _truth("unflagged_star", "bool", "a foreground star lies in the cube and the image with no FORESTAR flag — an "
+           "artefact, not a property of the galaxy (config `mock.unflagged_star_fraction`, default 0)"),
 )
 MOCK_BIN_TRUTH = ("log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "av", "velocity_kms", "sigma_kms")
 

@@ -1,6 +1,6 @@
 """benchmarks/bench_discovery.py: the simulated user's loop counts what it views, on hand-made rankings through the
 real `precompute.rank.rank`; mock.rare_fraction_scale raises the rare kinds without changing the default survey, and
-mock.satellite_trail_fraction reaches the build's preparation."""
+the mock's artefact fractions reach the build's preparation."""
 import importlib.util
 from pathlib import Path
 
@@ -115,21 +115,24 @@ def test_rare_fraction_scale_is_checked_and_its_default_keeps_the_demo_survey():
     assert galaxy_params(42, 5, "manga", 3.0)[0] == galaxy_params(42, 5)[0]  # same galaxy ids
 
 
-def test_satellite_trail_fraction_is_checked_and_reaches_the_prepared_galaxy():
+def test_artefact_fractions_are_checked_and_reach_the_prepared_galaxy():
     from precompute.prepare import prepare_input
     from precompute.shards import Unit
 
-    assert load_config()["mock"]["satellite_trail_fraction"] == 0.0
-    for bad, message in ((1.5, "expected a number between 0 and 1"), ("0.1", "expected a number")):
-        with pytest.raises(ConfigError, match=f"mock.satellite_trail_fraction: {message}"):
-            load_config(mock={"satellite_trail_fraction": bad})
-    for fraction in (0.0, 1.0):
-        prepared, skipped = prepare_input(Unit("mock-0000003", index=3),
-                                          load_config(mock={"satellite_trail_fraction": fraction}))
-        assert not skipped and prepared[0].row["satellite_trail"] == (fraction == 1.0)
-    assert bench.survey_path(Path("c"), 1, 640, 1.0, 0.1).name == "discovery-seed1-n640-rare1-trails0.1"
-    # surveys without trails keep the cache names of earlier runs
-    assert bench.survey_path(Path("c"), 1, 640, 1.0).name == "discovery-seed1-n640-rare1"
+    keys = [key for key, _ in bench.ARTEFACTS.values()]
+    for key in keys:
+        assert load_config()["mock"][key] == 0.0
+        for bad, message in ((1.5, "expected a number between 0 and 1"), ("0.1", "expected a number")):
+            with pytest.raises(ConfigError, match=f"mock.{key}: {message}"):
+                load_config(mock={key: bad})
+    prepared, skipped = prepare_input(Unit("mock-0000003", index=3), load_config(mock=dict.fromkeys(keys, 1.0)))
+    assert not skipped and all(prepared[0].row[column] for column in bench.ARTEFACTS)
+    assert (bench.survey_path(Path("c"), 1, 640, 1.0, {"satellite_trail_fraction": 0.1}).name
+            == "discovery-seed1-n640-rare1-trails0.1")
+    assert (bench.survey_path(Path("c"), 1, 640, 1.0, dict(zip(keys, (0.1, 0.2)))).name
+            == "discovery-seed1-n640-rare1-trails0.1-stars0.2")
+    # surveys without artefacts keep the cache names of earlier runs
+    assert bench.survey_path(Path("c"), 1, 640, 1.0, dict.fromkeys(keys, 0.0)).name == "discovery-seed1-n640-rare1"
 
 
 def test_the_results_count_the_satellite_trails_each_order_showed(real_bundle, tmp_path, capsys):
@@ -144,7 +147,9 @@ def test_the_results_count_the_satellite_trails_each_order_showed(real_bundle, t
     galaxies["satellite_trail"] = np.arange(len(galaxies)) == int(galaxies["anomaly_score"].to_numpy().argmax())
     galaxies.to_parquet(copy / "galaxies.parquet", index=False)
     result = bench.run(Bundle(copy), "anomaly parts", viewed=10, per_round=5)
-    assert result["satellite_trails"] == {"fraction": 0.0, "in_survey": 1, "viewed_score_10": 1, "viewed_active_10": 1}
+    assert result["artefacts"]["satellite_trail"] == {"fraction": 0.0, "in_survey": 1, "viewed_score_10": 1,
+                                                      "viewed_active_10": 1}
+    assert result["artefacts"]["unflagged_star"]["in_survey"] == 0
     bench.report(result)
     assert ("satellite trails (mock.satellite_trail_fraction 0): 1 in the survey; shown in the first 10: score 1, "
             "active 1") in capsys.readouterr().out

@@ -270,6 +270,29 @@ def test_a_satellite_trail_changes_one_band_of_the_image_only_and_is_in_the_trut
     assert changed.tolist() == ["gri".index(trailed.observed.info["satellite_trail"]["band"])]
 
 
+def test_an_unflagged_star_adds_its_light_and_noise_to_the_cube_and_image_without_a_flag():
+    plain, starred = make_galaxy(5, 1), make_galaxy(5, 1, unflagged_star_fraction=1.0)
+    assert not plain.truth["unflagged_star"] and starred.truth["unflagged_star"]
+    assert {**starred.truth, "unflagged_star": False} == plain.truth
+    assert np.array_equal(plain.observed.mask, starred.observed.mask)  # no FORESTAR bit: the reduction missed it
+    assert not starred.observation.foreground_star.any()
+    star = starred.observed.info["unflagged_star"]
+    # the star's r flux (nanomaggies from its magnitude) in the cube's r image and in the cutout; the galaxy's
+    # footprint holds all of it for a star at 0.35–0.85 of its radius up to the PSF wings
+    r_nmgy = 10 ** ((22.5 - star["r_mag"]) / 2.5)
+    for added in (starred.observation.images["r"] - plain.observation.images["r"], starred.image[1] - plain.image[1]):
+        assert added.sum() == pytest.approx(r_nmgy, rel=0.08)
+    # its photons add noise: the inverse variance drops where the star is bright, nowhere rises
+    has_data = plain.observation.ivar > 0
+    assert np.array_equal(has_data, starred.observation.ivar > 0)
+    assert (starred.observation.ivar[has_data] <= plain.observation.ivar[has_data] * (1 + 1e-6)).all()  # float32 ulps
+    peak = np.unravel_index(np.argmax(starred.observation.images["r"] - plain.observation.images["r"]),
+                            plain.observation.ivar.shape[:2])
+    assert np.median(starred.observation.ivar[peak] / np.where(has_data[peak], plain.observation.ivar[peak], 1)) < 0.9
+    with pytest.raises(ValueError, match="needs the manga format"):
+        make_galaxy(5, 1, "califa", unflagged_star_fraction=0.5)
+
+
 def test_a_satellite_trail_carries_its_flux_per_pixel_of_length_as_wide_as_the_seeing():
     measured = 0
     for seed in range(20):

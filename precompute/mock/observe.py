@@ -292,12 +292,7 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
     star = np.zeros((ny, nx), bool)
     info = {"footprint_radius": footprint_radius, "psf_fwhm": psf}
     if rng.uniform() < star_probability:
-        radius, angle = rng.uniform(0.35, 0.85) * footprint_radius, rng.uniform(0, 2 * np.pi)
-        sx, sy = radius * np.cos(angle), radius * np.sin(angle)
-        spectrum = load_templates().spectrum(rng.choice([0.3, 1.0, 3.0, 9.0]), rng.uniform(-1.0, 0.3))
-        spectrum = np.append(spectrum, spectrum[-1])  # MaNGA's grid has one pixel more than the templates'
-        r_mag = rng.uniform(16.5, 19.5)
-        spectrum *= 10 ** ((22.5 - r_mag) / 2.5) / (spectrum @ weights_band[:, 1])
+        sx, sy, r_mag, spectrum = draw_foreground_star(rng, footprint_radius, weights_band)
         star_image = point_source(ny, nx, sx, sy, scale, psf)
         galaxy_r = (cube.reshape(n_spax, -1) @ weights_band[:, 1]).reshape(ny, nx)
         star = (star_image * 10 ** ((22.5 - r_mag) / 2.5) > 0.2 * galaxy_r) & (np.hypot(x - sx, y - sy) < 2 * psf) & covered
@@ -319,7 +314,7 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
     truth_maps, central = _truth_maps(model, maps, pattern, line_maps, gy, gx, x, y, ny, nx)
     for m in truth_maps.values():
         m[~covered] = np.nan
-    cutout = render_cutout(model, rng, info.get("star"), weights_band, wave, cont_scale, line_scale)
+    cutout = render_cutout(model, rng, info, weights_band, wave, cont_scale, line_scale)
     blue_edge = int(np.ceil(z_shift + np.log10(1 + 400.0 / C_KMS) / dlog)) + 1  # rest coverage less the fastest rotation
     if instrument.name == "califa":
         return _as_califa(wave, cube, sky2, source, blue_edge, covered, star, truth_maps, central, cutout, info, rng)
@@ -415,8 +410,9 @@ def _truth_maps(model, maps, pattern, line_maps, gy, gx, x, y, ny, nx):
     return truth_maps, central
 
 
-def render_cutout(model: GalaxyModel, rng, star: dict | None, weights_band, wave, cont_scale, line_scale) -> np.ndarray:
-    """A [3, 128, 128] gri image at 0.396″/pixel in nanomaggies: same model, SDSS-like seeing and sky noise."""
+def render_cutout(model: GalaxyModel, rng, info: dict, weights_band, wave, cont_scale, line_scale) -> np.ndarray:
+    """A [3, 128, 128] gri image at 0.396″/pixel in nanomaggies: same model, SDSS-like seeing and sky noise, and
+    the foreground star of ``info["star"]`` if any; records the seeing as ``info["cutout_psf_fwhm"]`` (arcsec)."""
     p = model.params
     n = CUTOUT_SIZE
     x, y = sky_grid(n, n, CUTOUT_SCALE)
@@ -434,13 +430,53 @@ def render_cutout(model: GalaxyModel, rng, star: dict | None, weights_band, wave
     centre[n // 2, n // 2] = 1.0
     image += centre[..., None] * (model.agn_lines @ line_bands * line_scale)[None, None, :]
     fwhm = rng.uniform(1.2, 1.6) / CUTOUT_SCALE
+    info["cutout_psf_fwhm"] = fwhm * CUTOUT_SCALE
     g = gaussian_blur_matrix(n, fwhm)
     image = blur(image, g, g)
-    if star is not None:
+    if (star := info.get("star")) is not None:
         image += point_source(n, n, star["x"], star["y"], CUTOUT_SCALE, fwhm * CUTOUT_SCALE)[..., None] * star["gri_nmgy"]
     noise = CUTOUT_SKY_NMGY * rng.uniform(0.8, 1.2)
     image += noise * rng.standard_normal(image.shape)
     return np.moveaxis(image, -1, 0).astype(np.float32)
+
+
+def draw_foreground_star(rng, footprint_radius: float, weights_band) -> tuple[float, float, float, np.ndarray]:
+    """A Milky Way star seen through the IFU: (x, y) in arcsec from the centre, r magnitude, and its spectrum on
+    the MaNGA grid in 1e-17 erg s⁻¹ cm⁻² Å⁻¹ (an unredshifted SSP of 0.3–9 Gyr, r = 16.5–19.5)."""
+    radius, angle = rng.uniform(0.35, 0.85) * footprint_radius, rng.uniform(0, 2 * np.pi)
+    spectrum = load_templates().spectrum(rng.choice([0.3, 1.0, 3.0, 9.0]), rng.uniform(-1.0, 0.3))
+    spectrum = np.append(spectrum, spectrum[-1])  # MaNGA's grid has one pixel more than the templates'
+    r_mag = rng.uniform(16.5, 19.5)
+    spectrum *= 10 ** ((22.5 - r_mag) / 2.5) / (spectrum @ weights_band[:, 1])
+    return radius * np.cos(angle), radius * np.sin(angle), r_mag, spectrum
+
+
+def add_unflagged_star(observed: ObservedGalaxy, pixel_scale: float, rng: np.random.Generator) -> dict:
+    """Add a foreground star that the reduction did not flag to a MaNGA cube and its image, in place; returns
+    where it lies.
+
+    The same stars as observe()'s flagged ones (`draw_foreground_star`, through the cube's seeing), but no
+    FORESTAR bit: MaNGA's foreground-star masks come from catalogues and inspection, and a star they miss enters
+    the binned spectra as an unredshifted stellar spectrum. Its photons add their own noise to the pixels that
+    have data (variance source term × signal, as observe() sets it); the cube's g, r, i images and the cutout
+    (through its own seeing) show it too.
+    """
+    info = observed.info
+    ny, nx, _ = observed.flux.shape
+    weights_band = band_weights(observed.wave)
+    sx, sy, r_mag, spectrum = draw_foreground_star(rng, info["footprint_radius"], weights_band)
+    signal = (point_source(ny, nx, sx, sy, pixel_scale, info["psf_fwhm"])[..., None] * spectrum).astype(np.float32)
+    has_data = observed.ivar > 0
+    variance = np.float32(info["source_term"]) * signal[has_data]
+    observed.flux[has_data] += signal[has_data] + np.sqrt(variance) * rng.standard_normal(variance.size, np.float32)
+    observed.ivar[has_data] = 1 / (1 / observed.ivar[has_data] + variance)
+    gri = observed.flux.reshape(ny * nx, -1) @ weights_band.astype(np.float32)
+    observed.images.update({b: gri[:, k].reshape(ny, nx) for k, b in enumerate("gri")})
+    gri_nmgy = spectrum @ weights_band
+    n = observed.cutout.shape[-1]
+    observed.cutout += (point_source(n, n, sx, sy, CUTOUT_SCALE, info["cutout_psf_fwhm"])[None]
+                        * gri_nmgy[:, None, None]).astype(np.float32)
+    return {"x": float(sx), "y": float(sy), "r_mag": float(r_mag)}
 
 
 def add_satellite_trail(cutout: np.ndarray, rng: np.random.Generator) -> dict:

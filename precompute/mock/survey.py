@@ -2,9 +2,10 @@
 
 Galaxy ``index`` of survey ``seed`` is generated from its own seed sequence (seed, index), so it is the
 same whether streamed or written, and whatever the number of galaxies asked for. Each galaxy's draws are
-split into independent streams (population, synthesis, observation, imaging artefacts), so a satellite trail
+split into independent streams (population, synthesis, observation, and one per artefact), so a satellite trail
 (``satellite_trail_fraction``, config ``mock.satellite_trail_fraction``, default 0) changes that galaxy's image
-and nothing else.
+and nothing else, and an unflagged foreground star (``unflagged_star_fraction``, config
+``mock.unflagged_star_fraction``, default 0) its cube and image and nothing else.
 
     for galaxy in iter_mock_survey(20, seed=42):
         galaxy.observation   # precompute.observation.Observation, as the reader returns the written file
@@ -28,7 +29,7 @@ from ..formats import manga as manga_format
 from ..formats.califa import C_KMS, califa_wave_air, write_califa_cube
 from ..observation import Observation
 from ..ssp import load_templates
-from .observe import CUTOUT_SCALE, INSTRUMENTS, ObservedGalaxy, add_satellite_trail, observe
+from .observe import CUTOUT_SCALE, INSTRUMENTS, ObservedGalaxy, add_satellite_trail, add_unflagged_star, observe
 from .population import GalaxyParams, draw_galaxy
 from .synthesis import synthesize
 
@@ -36,7 +37,7 @@ TRUTH_COLUMNS = (
     "morphology", "log_mstar", "bt", "log_age_lw", "log_age_mw", "logz_lw", "logz_mw", "log_sfr", "log_ssfr",
     "ew_halpha", "d4000", "log_nii_ha", "log_oiii_hb", "bpt_class", "whan_class", "agn", "quenched",
     "inclination_deg", "ellipticity", "pa_deg", "re_arcsec", "re_kpc", "environment", "av", "vrot_kms",
-    "sigma_kms", "disturbed", "extreme_emission", "satellite_trail",
+    "sigma_kms", "disturbed", "extreme_emission", "satellite_trail", "unflagged_star",
 )
 TRUTH_MAPS = ("log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "av", "velocity_kms", "sigma_kms")
 FORMATS = ("manga", "califa")
@@ -73,15 +74,15 @@ def galaxy_id(index: int, fmt: str, footprint: str) -> str:
 
 def _draw(seed: int, index: int, fmt: str, rare_fraction_scale: float):
     """The population draws of galaxy ``index``: (footprint, radius, params, synthesis rng, observation rng,
-    artefact rng)."""
+    satellite-trail rng, unflagged-star rng)."""
     if fmt not in FORMATS:
         raise ValueError(f"mock survey format must be one of {FORMATS}, got {fmt!r}")
-    # spawn(4)'s first three children are spawn(3)'s: the artefact stream left every earlier galaxy as it was
-    rng_population, rng_synthesis, rng_observation, rng_artefact = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4))
+    # spawn(n)'s first children are spawn(n - 1)'s: each artefact's stream left every earlier galaxy as it was
+    rng_population, rng_synthesis, rng_observation, rng_trail, rng_star = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(5))
     footprint, radius, re_target = INSTRUMENTS[fmt].draw_footprint(rng_population)
     params = draw_galaxy(rng_population, re_target, rare_fraction_scale)
-    return footprint, radius, params, rng_synthesis, rng_observation, rng_artefact
+    return footprint, radius, params, rng_synthesis, rng_observation, rng_trail, rng_star
 
 
 def galaxy_params(seed: int, index: int, fmt: str = "manga",
@@ -93,25 +94,35 @@ def galaxy_params(seed: int, index: int, fmt: str = "manga",
 
 
 def make_galaxy(seed: int, index: int, fmt: str = "manga", rare_fraction_scale: float = 1.0,
-                satellite_trail_fraction: float = 0.0) -> MockGalaxy:
+                satellite_trail_fraction: float = 0.0, unflagged_star_fraction: float = 0.0) -> MockGalaxy:
     """Generate galaxy ``index`` of the survey with ``seed`` (``rare_fraction_scale``: config
     ``mock.rare_fraction_scale``, see precompute.mock.population; 1 = the default survey). A share
     ``satellite_trail_fraction`` of the galaxies (config ``mock.satellite_trail_fraction``; 0 = the default survey)
     has a satellite trail across its image (`precompute.mock.observe.add_satellite_trail`), truth
-    ``satellite_trail``."""
-    if not 0.0 <= satellite_trail_fraction <= 1.0:
-        raise ValueError(f"satellite_trail_fraction must be in [0, 1], got {satellite_trail_fraction!r}")
-    footprint, radius, params, rng_synthesis, rng_observation, rng_artefact = _draw(seed, index, fmt,
-                                                                                     rare_fraction_scale)
+    ``satellite_trail``. A share ``unflagged_star_fraction`` (config ``mock.unflagged_star_fraction``; 0 = the
+    default survey; MaNGA format only) has a foreground star in its cube and image that no FORESTAR bit flags
+    (`precompute.mock.observe.add_unflagged_star`), truth ``unflagged_star``."""
+    for name, fraction in (("satellite_trail_fraction", satellite_trail_fraction),
+                           ("unflagged_star_fraction", unflagged_star_fraction)):
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {fraction!r}")
+    if unflagged_star_fraction and fmt != "manga":
+        raise ValueError(f"unflagged_star_fraction needs the manga format, got {fmt!r}")
+    footprint, radius, params, rng_synthesis, rng_observation, rng_trail, rng_star = _draw(seed, index, fmt,
+                                                                                           rare_fraction_scale)
     instrument = INSTRUMENTS[fmt]
     model = synthesize(params, rng_synthesis, load_templates())
     observed = observe(model, instrument, radius, rng_observation)
     gid = galaxy_id(index, fmt, footprint)
-    trail = bool(rng_artefact.uniform() < satellite_trail_fraction)
+    trail = bool(rng_trail.uniform() < satellite_trail_fraction)
     if trail:
-        observed.info["satellite_trail"] = add_satellite_trail(observed.cutout, rng_artefact)
+        observed.info["satellite_trail"] = add_satellite_trail(observed.cutout, rng_trail)
+    unflagged_star = bool(rng_star.uniform() < unflagged_star_fraction)
+    if unflagged_star:
+        observed.info["unflagged_star"] = add_unflagged_star(observed, instrument.pixel_scale, rng_star)
 
-    truth = {"galaxy_id": gid, **model.truth, **observed.truth, "satellite_trail": trail}
+    truth = {"galaxy_id": gid, **model.truth, **observed.truth, "satellite_trail": trail,
+             "unflagged_star": unflagged_star}
     truth = {"galaxy_id": gid, **{k: _plain(truth[k]) for k in TRUTH_COLUMNS}}
     source = f"mock:{seed}:{index}"
     if fmt == "manga":
@@ -158,10 +169,11 @@ def catalogue_row(gid: str, header: dict, params, model, truth: dict, fmt: str) 
 
 
 def iter_mock_survey(n_galaxies: int, seed: int, fmt: str = "manga", rare_fraction_scale: float = 1.0,
-                     satellite_trail_fraction: float = 0.0) -> Iterator[MockGalaxy]:
+                     satellite_trail_fraction: float = 0.0, unflagged_star_fraction: float = 0.0
+                     ) -> Iterator[MockGalaxy]:
     """Stream ``n_galaxies`` mock galaxies (indices 0..n−1) of survey ``seed``."""
     for index in range(n_galaxies):
-        yield make_galaxy(seed, index, fmt, rare_fraction_scale, satellite_trail_fraction)
+        yield make_galaxy(seed, index, fmt, rare_fraction_scale, satellite_trail_fraction, unflagged_star_fraction)
 
 
 def cube_filename(galaxy: MockGalaxy, fmt: str) -> str:
