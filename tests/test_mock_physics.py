@@ -319,11 +319,19 @@ def test_a_satellite_trail_carries_its_flux_per_pixel_of_length_as_wide_as_the_s
     assert measured >= 10
 
 
+# The files carry the survey options too: rare kinds 3× as likely, and the artefacts (stars: MaNGA only)
+WRITTEN = {"manga": dict(rare_fraction_scale=3.0, satellite_trail_fraction=1.0, unflagged_star_fraction=1.0),
+           "califa": dict(satellite_trail_fraction=1.0)}
+
+
 @pytest.mark.parametrize("fmt", ["manga", "califa"])
 def test_written_files_read_back_as_the_streamed_observation(tmp_path, fmt):
+    options = {"rare_fraction_scale": "--rare-scale", "satellite_trail_fraction": "--satellite-trails",
+               "unflagged_star_fraction": "--unflagged-stars"}
     assert mock_main(["--galaxies", "1", "--seed", "3", "--out", str(tmp_path), "--format", fmt,
-                      "--sed-library", "4"]) == 0
-    streamed = make_galaxy(3, 0, fmt)
+                      "--sed-library", "4", *(f"{options[k]}={v}" for k, v in WRITTEN[fmt].items())]) == 0
+    streamed = make_galaxy(3, 0, fmt, **WRITTEN[fmt])
+    assert streamed.truth["satellite_trail"] and streamed.truth["unflagged_star"] == (fmt == "manga")
     cube = next(tmp_path.glob("*LOGCUBE.fits" if fmt == "manga" else "*.V500.rscube.fits"))
     catalogue_file = tmp_path / ("drpall-mock.fits" if fmt == "manga" else "califa-mock-catalogue.fits")
     catalogue = read_catalogue(catalogue_file, key="plateifu" if fmt == "manga" else "name")

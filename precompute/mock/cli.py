@@ -17,6 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--format", choices=FORMATS, default="manga")
+    parser.add_argument("--rare-scale", type=float, default=1.0,
+                        help="multiplies the chance of each rare kind (config mock.rare_fraction_scale; default 1)")
+    parser.add_argument("--satellite-trails", type=float, default=0.0, metavar="FRACTION",
+                        help="share of the images crossed by a satellite trail (mock.satellite_trail_fraction)")
+    parser.add_argument("--unflagged-stars", type=float, default=0.0, metavar="FRACTION",
+                        help="share of the cubes with a foreground star no FORESTAR bit flags (manga; "
+                             "mock.unflagged_star_fraction)")
     parser.add_argument("--sed-library", type=int, default=0, metavar="N",
                         help="also write N integrated rest-frame spectra (sed_library.fits + sed_truth.parquet)")
     args = parser.parse_args(argv)
@@ -25,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--galaxies and --sed-library must be >= 0")
     args.out.mkdir(parents=True, exist_ok=True)
     if n_galaxies:
-        paths = write_mock_survey(args.out, n_galaxies, args.seed, args.format)
+        paths = write_mock_survey(args.out, n_galaxies, args.seed, args.format, rare_fraction_scale=args.rare_scale,
+                                  satellite_trail_fraction=args.satellite_trails,
+                                  unflagged_star_fraction=args.unflagged_stars)
         print(f"wrote {len(paths['cubes'])} {args.format} cubes, {paths['catalogue'].name} and truth.parquet to {args.out}")
     if args.sed_library:
         from ..formats import write_spectra_set

@@ -209,12 +209,14 @@ def write_galaxy(galaxy: MockGalaxy, out_dir: Path, fmt: str) -> Path:
     return path
 
 
-def write_mock_survey(out_dir, n_galaxies: int, seed: int, fmt: str = "manga", progress: bool = True) -> dict:
-    """Write ``n_galaxies`` survey files, the catalogue and truth.parquet by streaming; returns the paths."""
+def write_mock_survey(out_dir, n_galaxies: int, seed: int, fmt: str = "manga", progress: bool = True,
+                      **survey) -> dict:
+    """Write ``n_galaxies`` survey files, the catalogue and truth.parquet by streaming; returns the paths.
+    ``survey``: `make_galaxy`'s rare_fraction_scale, satellite_trail_fraction, unflagged_star_fraction."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cubes, truth, rows = [], [], []
-    for galaxy in tqdm(iter_mock_survey(n_galaxies, seed, fmt), total=n_galaxies, desc=f"mock {fmt} survey",
+    for galaxy in tqdm(iter_mock_survey(n_galaxies, seed, fmt, **survey), total=n_galaxies, desc=f"mock {fmt} survey",
                        unit="galaxy", disable=not progress):
         cubes.append(write_galaxy(galaxy, out_dir, fmt))
         truth.append(galaxy.truth)
