@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from precompute import schema
 from precompute.bundle import Bundle
@@ -254,6 +255,8 @@ def run(bundle: Bundle, embedding: str, viewed: int, per_round: int, interesting
             "fraction": float(bundle.manifest["config"].get("mock", {}).get(key, 0.0)), "in_survey": int(flag.sum()),
             **{f"viewed_{name}_{c}": int(flag[order[:c]].sum())
                for name, order in (("score", score_order), ("active", active_order)) for c in cuts}}
+        if 0 < flag.sum() < n:  # how strongly the anomaly score falls for this artefact
+            artefacts[column]["score_auc"] = round(float(roc_auc_score(flag, galaxies["anomaly_score"])), 3)
     return {
         "seed": int(bundle.manifest["seed"]), "viewed": viewed, "found_score": a, "found_active": b,
         "ratio": round(b / a, 3) if a else None, "interesting": list(interesting),
@@ -292,7 +295,8 @@ def report(result: dict) -> None:
     for column, seen in result["artefacts"].items():
         if seen["in_survey"]:
             print(f"  {column.replace('_', ' ')}s (mock.{ARTEFACTS[column][0]} {seen['fraction']:g}): "
-                  f"{seen['in_survey']} in the survey; shown" + ",".join(
+                  f"{seen['in_survey']} in the survey, ROC AUC of the anomaly score {seen['score_auc']:.3f}; shown"
+                  + ",".join(
                       f" in the first {c}: score {seen[f'viewed_score_{c}']}, active {seen[f'viewed_active_{c}']}"
                       for c in cuts))
     print(f"  found after each round of {result['per_round']} (cumulative): score  {result['curve_score']}")

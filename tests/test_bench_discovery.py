@@ -148,11 +148,11 @@ def test_the_results_count_the_satellite_trails_each_order_showed(real_bundle, t
     galaxies.to_parquet(copy / "galaxies.parquet", index=False)
     result = bench.run(Bundle(copy), "anomaly parts", viewed=10, per_round=5)
     assert result["artefacts"]["satellite_trail"] == {"fraction": 0.0, "in_survey": 1, "viewed_score_10": 1,
-                                                      "viewed_active_10": 1}
+                                                      "viewed_active_10": 1, "score_auc": 1.0}
     assert result["artefacts"]["unflagged_star"]["in_survey"] == 0
     bench.report(result)
-    assert ("satellite trails (mock.satellite_trail_fraction 0): 1 in the survey; shown in the first 10: score 1, "
-            "active 1") in capsys.readouterr().out
+    assert ("satellite trails (mock.satellite_trail_fraction 0): 1 in the survey, ROC AUC of the anomaly score "
+            "1.000; shown in the first 10: score 1, active 1") in capsys.readouterr().out
 
 
 def test_a_user_after_one_kind_teaches_the_ranking_to_pass_over_the_other_anomalies(tmp_path):
