@@ -482,11 +482,10 @@ def prepare_input(unit, config: dict, catalogue=None) -> tuple[list[PreparedGala
             galaxies.append(prepare_galaxy(obs, config["prepare"], truth=truth))
             return galaxies, skipped
         if unit.index is not None:
-            from precompute.mock.survey import make_galaxy
+            from precompute.mock.survey import SURVEY_OPTIONS, make_galaxy
 
             mock = make_galaxy(config["seed"], unit.index, config["mock"]["format"],
-                               config["mock"]["rare_fraction_scale"], config["mock"]["satellite_trail_fraction"],
-                               config["mock"]["unflagged_star_fraction"])
+                               **{option: config["mock"][option] for option in SURVEY_OPTIONS})
             galaxies.append(prepare_galaxy(mock.observation, config["prepare"], truth=mock.truth,
                                            truth_maps=mock.truth_maps, image=mock.image))
             return galaxies, skipped

@@ -342,10 +342,16 @@ def observe(model: GalaxyModel, instrument: Instrument, footprint_radius: float,
     spaxel_bits |= np.where(star, bits(manga_format.FORESTAR), bits(0))
     spectral_bits = np.where(np.arange(wave.size) < blue_edge, bits(manga_format.DONOTUSE), bits(0))
     mask = spaxel_bits[..., None] | spectral_bits[None, None, :]
-    gri = flux.reshape(n_spax, -1) @ weights_band.astype(np.float32)
-    images = {b: gri[:, k].reshape(ny, nx) for k, b in enumerate("gri")}
+    images = cube_images(flux, weights_band)
     return ObservedGalaxy(wave, flux, ivar, mask, images, star, truth_maps, central, cutout,
                           specres=manga_specres(wave), info=info)
+
+
+def cube_images(flux: np.ndarray, weights_band: np.ndarray) -> dict:
+    """The g, r, i images of a (ny, nx, n_wave) cube in nanomaggies per spaxel, as MaNGA's cubes carry them."""
+    ny, nx, _ = flux.shape
+    gri = flux.reshape(ny * nx, -1) @ weights_band.astype(np.float32)
+    return {b: gri[:, k].reshape(ny, nx) for k, b in enumerate("gri")}
 
 
 def _add_lines(cube, keep, wave, flux, velocity, sigma, redshift):
@@ -470,8 +476,7 @@ def add_unflagged_star(observed: ObservedGalaxy, pixel_scale: float, rng: np.ran
     variance = np.float32(info["source_term"]) * signal[has_data]
     observed.flux[has_data] += signal[has_data] + np.sqrt(variance) * rng.standard_normal(variance.size, np.float32)
     observed.ivar[has_data] = 1 / (1 / observed.ivar[has_data] + variance)
-    gri = observed.flux.reshape(ny * nx, -1) @ weights_band.astype(np.float32)
-    observed.images.update({b: gri[:, k].reshape(ny, nx) for k, b in enumerate("gri")})
+    observed.images.update(cube_images(observed.flux, weights_band))
     gri_nmgy = spectrum @ weights_band
     n = observed.cutout.shape[-1]
     observed.cutout += (point_source(n, n, sx, sy, CUTOUT_SCALE, info["cutout_psf_fwhm"])[None]

@@ -41,6 +41,8 @@ TRUTH_COLUMNS = (
 )
 TRUTH_MAPS = ("log_age_lw", "logz_lw", "log_ssfr", "ew_halpha", "av", "velocity_kms", "sigma_kms")
 FORMATS = ("manga", "califa")
+# make_galaxy's survey options, named as their config keys under "mock"
+SURVEY_OPTIONS = ("rare_fraction_scale", "satellite_trail_fraction", "unflagged_star_fraction")
 IFUS_PER_PLATE = 17  # MaNGA plates carry 17 science bundles
 H = 0.6766  # Planck 2018 h, for the NSA's h = 1 conventions in the drpall-like catalogue
 
@@ -168,12 +170,11 @@ def catalogue_row(gid: str, header: dict, params, model, truth: dict, fmt: str) 
     return {"name": gid, "ra": params.ra, "dec": params.dec, "med_vel": header["MED_VEL"], **row}
 
 
-def iter_mock_survey(n_galaxies: int, seed: int, fmt: str = "manga", rare_fraction_scale: float = 1.0,
-                     satellite_trail_fraction: float = 0.0, unflagged_star_fraction: float = 0.0
-                     ) -> Iterator[MockGalaxy]:
-    """Stream ``n_galaxies`` mock galaxies (indices 0..n−1) of survey ``seed``."""
+def iter_mock_survey(n_galaxies: int, seed: int, fmt: str = "manga", **options) -> Iterator[MockGalaxy]:
+    """Stream ``n_galaxies`` mock galaxies (indices 0..n−1) of survey ``seed``; ``options``: `make_galaxy`'s
+    SURVEY_OPTIONS."""
     for index in range(n_galaxies):
-        yield make_galaxy(seed, index, fmt, rare_fraction_scale, satellite_trail_fraction, unflagged_star_fraction)
+        yield make_galaxy(seed, index, fmt, **options)
 
 
 def cube_filename(galaxy: MockGalaxy, fmt: str) -> str:
@@ -210,13 +211,13 @@ def write_galaxy(galaxy: MockGalaxy, out_dir: Path, fmt: str) -> Path:
 
 
 def write_mock_survey(out_dir, n_galaxies: int, seed: int, fmt: str = "manga", progress: bool = True,
-                      **survey) -> dict:
+                      **options) -> dict:
     """Write ``n_galaxies`` survey files, the catalogue and truth.parquet by streaming; returns the paths.
-    ``survey``: `make_galaxy`'s rare_fraction_scale, satellite_trail_fraction, unflagged_star_fraction."""
+    ``options``: `make_galaxy`'s SURVEY_OPTIONS."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cubes, truth, rows = [], [], []
-    for galaxy in tqdm(iter_mock_survey(n_galaxies, seed, fmt, **survey), total=n_galaxies, desc=f"mock {fmt} survey",
+    for galaxy in tqdm(iter_mock_survey(n_galaxies, seed, fmt, **options), total=n_galaxies, desc=f"mock {fmt} survey",
                        unit="galaxy", disable=not progress):
         cubes.append(write_galaxy(galaxy, out_dir, fmt))
         truth.append(galaxy.truth)
