@@ -32,14 +32,24 @@ def ranked_lines(data: ExplorerData, g: int) -> list[tuple[str, float]]:
     return [(line_name(names[i]), float(residuals[i])) for i in order]
 
 
+def asymmetry_text(row) -> str:
+    """The image asymmetry and the share of it in one compact source (a star or a second nucleus, which the score's
+    asymmetry masks), or "" for a bundle without them."""
+    asymmetry, compact = row.get("asymmetry", np.nan), row.get("compact_asymmetry", np.nan)
+    if not (np.isfinite(asymmetry) and np.isfinite(compact)):
+        return ""
+    return (f" Image asymmetry {asymmetry:.2f} with the brightest compact source masked; that source alone adds "
+            f"{compact:.2f} (large for a foreground star or a second nucleus).")
+
+
 def ranked_lines_text(data: ExplorerData, g: int) -> str:
     row = data.galaxies.iloc[g]
     lines = ranked_lines(data, g)
     if "anomaly_convlstm" in row:  # a combined score: say which part drives it, then the autoencoder's residuals
         driver = schema.ANOMALY_PARTS.get(row.get("anomaly_driver"), row.get("anomaly_driver"))
         head = (f"**Why unusual: {row['galaxy_id']}** — anomaly score {row['anomaly_score']:.2f}, driven most by "
-                f"{driver}. Reconstruction error {row['anomaly_convlstm']:.3f}, the mean absolute residual over "
-                f"detected voxels (asinh S/N units); per line, largest first:")
+                f"{driver}.{asymmetry_text(row)} Reconstruction error {row['anomaly_convlstm']:.3f}, the mean "
+                f"absolute residual over detected voxels (asinh S/N units); per line, largest first:")
     else:  # bundles built before the score was combined: the score is that error
         head = (f"**Why unusual: {row['galaxy_id']}** — anomaly score {row['anomaly_score']:.3f}, the mean "
                 f"absolute residual over detected voxels (asinh S/N units); per line, largest first:")

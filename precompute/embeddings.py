@@ -55,8 +55,8 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
         vectors = _contrastive(writer, galaxies, prepared, wave, config, device)
         embeddings["contrastive"] = (vectors, "cosine", "seed 000: NT-Xent Siamese CNN on PCA + luminosity cube maps")
     if "anomaly" in models:
-        latent, parts = _anomaly(writer, galaxies, prepared, wave, config, device)
-        for column, values in parts.items():
+        latent, columns = _anomaly(writer, galaxies, prepared, wave, config, device)
+        for column, values in columns.items():
             galaxies[column] = values
         embeddings["anomaly"] = (latent, "euclidean", "seed 003: ConvLSTM autoencoder latent of emission-line cubes")
     if "image_vae" in models:
@@ -211,12 +211,11 @@ def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarr
     writer.write(schema.ANOMALY_TOP_LINE_MAPS, residuals["top_line_maps"])
     seconds = time.perf_counter() - start
     images = np.stack([g.image for g in prepared])
-    parts = {"anomaly_convlstm": residuals["score"],
-             "anomaly_nucleus": nuclear_residual(residuals["spaxel"]),
-             "asymmetry": image_asymmetry(images)}
+    columns = {"anomaly_convlstm": residuals["score"], "anomaly_nucleus": nuclear_residual(residuals["spaxel"]),
+               **image_asymmetry(images)}  # asymmetry (a part) and compact_asymmetry (for the relevance model)
     writer.metrics["anomaly"] = {"seconds": round(time.perf_counter() - start, 2),
                                  "convlstm_seconds": round(seconds, 2), "final_loss": model.history_[-1]}
-    return latent, parts
+    return latent, columns
 
 
 # ------------------------------------------------------------------------------------- the combined anomaly score

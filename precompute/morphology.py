@@ -10,10 +10,13 @@ so the noise is not smoothed by interpolation. B removes the asymmetry of pure s
 
 A symmetric galaxy (an elliptical, a smooth inclined disc, a bulge with a nuclear point source) has A ≈ 0; a
 lopsided disc, a second nucleus or a tidal arc raise it. Conselice (2003) puts major mergers at A ≳ 0.35 in SDSS-
-like imaging. A foreground star inside the aperture also raises it: ``mask_compact`` = n masks the n brightest
-compact peaks of the residual I − I₁₈₀ (and their mirror positions) before summing, which removes a star but keeps
-the extended asymmetry of a lopsided disc or a tidal arc (a companion nucleus, if it is the brightest residual,
-is masked too).
+like imaging. A foreground star inside the aperture raises it too, which is why asymmetries are measured with
+contaminating sources masked. ``mask_compact`` = n masks the n brightest compact peaks of the smoothed residual
+I − I₁₈₀ (and their mirror positions) before summing: that removes a star but keeps the extended asymmetry of a
+lopsided disc or a tidal arc (a companion nucleus, if it is the brightest residual, is masked too). What the
+masking removed, ``compact_asymmetry`` = A(unmasked) − A(masked), is the asymmetry of the compact sources alone:
+large for a star or a second nucleus, near 0 for tidal light — it lets a user's labels tell the two apart
+(`precompute.rank`).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import numpy as np
 PETROSIAN_ETA = 0.2
 APERTURE_PETROSIAN = 1.5  # Conselice (2003): the aperture is 1.5 Petrosian radii
 BORDER = 6  # pixels of each image edge that give the sky level and its noise
+MASK_COMPACT = 1  # compact residual peaks masked by the pipeline's asymmetry: one foreground star (or second nucleus)
 
 
 def sky_level(image: np.ndarray, border: int = BORDER) -> tuple[float, float]:
@@ -52,8 +56,9 @@ def rotational_asymmetry(image: np.ndarray, search: int = 3, mask_compact: int =
     """The asymmetry A of one 2-D image (any linear flux unit; e.g. the sum of the g, r, i nanomaggy images).
 
     ``search``: the centre of rotation is tried on the half-pixel grid within ``search``/2 pixels of the image
-    centre. ``mask_compact``, ``mask_radius``: see the module. Returns ``asymmetry`` (background-corrected),
-    ``centre`` (x, y pixels), ``radius`` (aperture, pixels) and ``sky_sigma``.
+    centre. ``mask_compact``, ``mask_radius``: see the module. Returns ``asymmetry`` (background-corrected, with
+    the compact peaks masked), ``compact_asymmetry`` (what the masking removed; 0 without), ``centre`` (x, y
+    pixels), ``radius`` (aperture, pixels) and ``sky_sigma``.
     """
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2 or image.shape[0] != image.shape[1] or image.shape[0] < 4 * BORDER:
@@ -79,8 +84,10 @@ def rotational_asymmetry(image: np.ndarray, search: int = 3, mask_compact: int =
             if best is None or value < best[0]:
                 best = (value, tx, ty, aperture, rotated, total)
     if best is None:
-        return {"asymmetry": float("nan"), "centre": (np.nan, np.nan), "radius": float(radius), "sky_sigma": sigma}
-    value, tx, ty, aperture, rotated, total = best
+        return {"asymmetry": float("nan"), "compact_asymmetry": float("nan"), "centre": (np.nan, np.nan),
+                "radius": float(radius), "sky_sigma": sigma}
+    unmasked, tx, ty, aperture, rotated, total = best
+    value = unmasked
     if mask_compact:
         from scipy.ndimage import gaussian_filter
 
@@ -91,16 +98,20 @@ def rotational_asymmetry(image: np.ndarray, search: int = 3, mask_compact: int =
             for qx, qy in ((px, py), (tx - px, ty - py)):
                 keep &= np.hypot(x - qx, y - qy) > mask_radius
         value = (np.abs(image - rotated)[keep].sum() - keep.sum() * noise_per_pixel) / total
-    return {"asymmetry": float(value), "centre": (tx / 2, ty / 2), "radius": float(radius), "sky_sigma": sigma}
+    return {"asymmetry": float(value), "compact_asymmetry": float(unmasked - value), "centre": (tx / 2, ty / 2),
+            "radius": float(radius), "sky_sigma": sigma}
 
 
-def image_asymmetry(images: np.ndarray, **options) -> np.ndarray:
-    """Asymmetry A of each galaxy's summed g + r + i image, ``images`` ``[N, 3, S, S]`` (the bundle's
-    ``images/gri.npy``): float32 ``[N]`` (NaN for an image without flux, and for all when the images are smaller
-    than 4 × BORDER pixels)."""
+def image_asymmetry(images: np.ndarray, mask_compact: int = MASK_COMPACT) -> dict[str, np.ndarray]:
+    """``asymmetry`` (A with the ``mask_compact`` brightest compact residuals masked) and ``compact_asymmetry``
+    of each galaxy's summed g + r + i image, ``images`` ``[N, 3, S, S]`` (the bundle's ``images/gri.npy``):
+    float32 ``[N]`` each (NaN for an image without flux, and for all when the images are smaller than 4 × BORDER
+    pixels)."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must be [N, bands, S, S], got shape {images.shape}")
+    names = ("asymmetry", "compact_asymmetry")
     if images.shape[-1] < 4 * BORDER:  # too small to measure a sky border and a galaxy (config prepare.image_size)
-        return np.full(len(images), np.nan, np.float32)
-    return np.array([rotational_asymmetry(im.sum(axis=0), **options)["asymmetry"] for im in images], np.float32)
+        return {name: np.full(len(images), np.nan, np.float32) for name in names}
+    measured = [rotational_asymmetry(im.sum(axis=0), mask_compact=mask_compact) for im in images]
+    return {name: np.array([m[name] for m in measured], np.float32) for name in names}

@@ -291,10 +291,12 @@ GALAXY_COLUMNS = (
            "cube", section="anomaly", required=False),
     Column("anomaly_nucleus", "float32", "the same error over the nucleus (spaxels within 2 of the crop centre)",
            section="anomaly", required=False),
-    Column("asymmetry", "float32", "rotational asymmetry A of the summed g + r + i image (Conselice 2003)",
-           section="anomaly", required=False),
+    Column("asymmetry", "float32", "rotational asymmetry A of the summed g + r + i image (Conselice 2003), the "
+           "brightest compact residual masked", section="anomaly", required=False),
     Column("fingerprint_typicality", "float32", "distance to the 10th nearest training galaxy in the `fingerprint` "
            "embedding (when the build made fingerprints)", section="anomaly", required=False),
+    Column("compact_asymmetry", "float32", "the asymmetry that masking the brightest compact residual removed (a "
+           "star, a second nucleus); not a part of the score", section="anomaly", required=False),
     Column("anomaly_driver", "str", "the part with the smallest tail probability: what makes the galaxy unusual",
            section="anomaly", required=False),
     Column("sed_kmeans", "int32", "k-means cluster of the object's DESOM-1 latent code", section="sed_map"),

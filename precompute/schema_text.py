@@ -128,11 +128,15 @@ Also writes `embeddings/anomaly/*` (the latent vectors, `config.anomaly.latent_d
 - `anomaly_nucleus`: the same error over the spaxels within 2 spaxels of the crop centre (`spaxel_residuals`);
   an AGN is a nuclear point source of unusual line ratios;
 - `asymmetry`: the rotational asymmetry A = (Σ|I − I₁₈₀| − sky term) / Σ|I| of the summed g + r + i image within
-  1.5 Petrosian radii, about the half-pixel centre that minimises it (Conselice 2003; `precompute.morphology`):
-  companions, tidal arcs and lopsided discs raise it (so does a foreground star);
+  1.5 Petrosian radii, about the half-pixel centre that minimises it (Conselice 2003; `precompute.morphology`),
+  with the brightest compact peak of the residual I − I₁₈₀ and its mirror masked (as asymmetries are measured
+  with contaminating stars masked): tidal arcs and lopsided discs raise it, an unflagged foreground star much less
+  than unmasked;
 - `fingerprint_typicality` (when the build made fingerprints): the distance to the 10th nearest training galaxy in
   the fingerprint embedding, `precompute.compare.typicality`: galaxies whose binned spectra fill the DESOM-1 map
   unlike any other (extreme emission-line dwarfs);
+- `compact_asymmetry`, not a part: the asymmetry the masking removed (unmasked A − A), high for a foreground star
+  or a second nucleus, near 0 for tidal light; the relevance model's space holds it (`precompute.rank`);
 - `anomaly_score` = Σ over the parts of −log10 p, p the part's empirical upper-tail probability (the share of
   galaxies with a value at least as high): Fisher's method, high when a galaxy is far out in one part or fairly
   far out in several; `anomaly_driver` names the part of smallest p.

@@ -296,6 +296,9 @@ def test_the_detail_view_ranks_the_line_residuals_and_shows_the_top_line_maps(re
     assert view.text.object.splitlines()[2].startswith(f"1. {lines[0][0]}: ")
     driver = schema.ANOMALY_PARTS[data.galaxies["anomaly_driver"].iat[g]]  # what drives the combined score
     assert f"driven most by {driver}" in view.text.object
+    row = data.galaxies.iloc[g]
+    assert (f"Image asymmetry {row['asymmetry']:.2f} with the brightest compact source masked; that source alone "
+            f"adds {row['compact_asymmetry']:.2f}") in view.text.object
     titles = [panel.opts.get().kwargs["title"] for panel in view.maps.object]
     assert titles[:3] == [f"{lines[0][0]}: {kind}" for kind in anomaly_explained.MAP_TITLES]
     assert len(view.bars.object) == len(lines)
@@ -303,15 +306,16 @@ def test_the_detail_view_ranks_the_line_residuals_and_shows_the_top_line_maps(re
 
 def test_the_relevance_is_learned_in_the_anomaly_parts_by_default(real_bundle, tmp_path):
     """Astronomaly's relevance model works on the features the anomalies were found in: here the percentile of
-    each part of the anomaly score (bench_discovery: 89 rare galaxies in the first 100 viewed against 60 with
-    labels in the contrastive embedding, on the 2,560-galaxy mock survey)."""
+    each part of the anomaly score, and of the compact asymmetry (bench_discovery: 89 rare galaxies in the first 100
+    viewed against 60 with labels in the contrastive embedding, on the 2,560-galaxy mock survey)."""
     bundle = Bundle(real_bundle)
     parts = [part for part in schema.ANOMALY_PARTS if part in bundle.galaxies]
     assert parts and relevance_spaces(bundle)[0] == ANOMALY_PARTS_SPACE == default_space(bundle)
     vectors, metric, width = feature_space(bundle, ANOMALY_PARTS_SPACE)
-    assert vectors.shape == (len(bundle.galaxies), len(parts)) and metric == "euclidean" and width > 0
-    for j, part in enumerate(parts):  # each column ranks the galaxies by that part, the strongest at 1
-        assert vectors[int(np.nanargmax(bundle.galaxies[part])), j] == 1.0
+    columns = parts + ["compact_asymmetry"]  # the star-or-tidal-light column is there too
+    assert vectors.shape == (len(bundle.galaxies), len(columns)) and metric == "euclidean" and width > 0
+    for j, column in enumerate(columns):  # each column ranks the galaxies by its measure, the strongest at 1
+        assert vectors[int(np.nanargmax(bundle.galaxies[column])), j] == 1.0
     log = LabelLog(tmp_path / "labels.jsonl", bundle.galaxies["galaxy_id"].to_numpy(), bundle.id)
     labelled = int(np.nanargmax(bundle.galaxies["anomaly_score"]))
     log.add(INTERESTING, [labelled])
