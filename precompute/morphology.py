@@ -21,6 +21,7 @@ large for a star or a second nucleus, near 0 for tidal light — it lets a user'
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 PETROSIAN_ETA = 0.2
 APERTURE_PETROSIAN = 1.5  # Conselice (2003): the aperture is 1.5 Petrosian radii
@@ -86,11 +87,9 @@ def rotational_asymmetry(image: np.ndarray, search: int = 3, mask_compact: int =
     if best is None:
         return {"asymmetry": float("nan"), "compact_asymmetry": float("nan"), "centre": (np.nan, np.nan),
                 "radius": float(radius), "sky_sigma": sigma}
-    unmasked, tx, ty, aperture, rotated, total = best
-    value = unmasked
+    value, tx, ty, aperture, rotated, total = best
+    unmasked = value
     if mask_compact:
-        from scipy.ndimage import gaussian_filter
-
         smooth = gaussian_filter(np.where(aperture, image - rotated, 0.0), 1.0)
         keep = aperture.copy()
         for _ in range(mask_compact):

@@ -50,7 +50,7 @@ def _pick(seed: int, want, n: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def disturbed_and_twins():
-    # the first three without a foreground star on the image (a star is asymmetric too: the next test)
+    # the first three without a foreground star on the image (a star is compact asymmetry: the next test)
     indices, disturbed = [], []
     for i in _pick(SEED, lambda p: p.disturbed, 6):
         galaxy = make_galaxy(SEED, i)
