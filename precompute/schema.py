@@ -495,7 +495,8 @@ CONTRASTIVE_MODEL = BundleFile("contrastive/model.pt", "blob", "contrastive", "t
 ANOMALY_LINES = BundleFile("anomaly/lines.json", "json", "anomaly", "`names`, `wave` (vacuum Å) of the 19 lines, "
                            "`n_bins` (pixels around each line), `crop` (spaxels), `snr_softening`, `detection_snr`")
 ANOMALY_LINE_RESIDUALS = BundleFile("anomaly/line_residuals.npy", "array", "anomaly", "the score's mean absolute "
-                                    "error per line (NaN where nothing is detected)", "float32",
+                                    "error per line (NaN where nothing is detected); the relevance model of "
+                                    "`precompute.rank` learns in their percentiles", "float32",
                                     ("n_galaxies", "n_lines"), checks=(finite_or_nan,))
 ANOMALY_SPAXEL_RESIDUALS = BundleFile("anomaly/spaxel_residuals.npy", "array", "anomaly", "the score's mean "
                                       "absolute error per spaxel of the centred crop (NaN where nothing is "
