@@ -51,16 +51,18 @@ def build_embeddings(writer: BundleWriter, galaxies: pd.DataFrame, prepared: lis
     embeddings: dict[str, tuple[np.ndarray, str, str]] = {}  # name -> (vectors, metric, description)
 
     models = config.get("embedding_models", [])
+    # the anomaly score's asymmetry and the image VAE read the same [N, 3, S, S] stack of gri images
+    images = np.stack([g.image for g in prepared]) if {"anomaly", "image_vae"} & set(models) else None
     if "contrastive" in models:
         vectors = _contrastive(writer, galaxies, prepared, wave, config, device)
         embeddings["contrastive"] = (vectors, "cosine", "seed 000: NT-Xent Siamese CNN on PCA + luminosity cube maps")
     if "anomaly" in models:
-        latent, columns = _anomaly(writer, galaxies, prepared, wave, config, device)
+        latent, columns = _anomaly(writer, galaxies, prepared, images, wave, config, device)
         for column, values in columns.items():
             galaxies[column] = values
         embeddings["anomaly"] = (latent, "euclidean", "seed 003: ConvLSTM autoencoder latent of emission-line cubes")
     if "image_vae" in models:
-        latent = _image_vae(writer, galaxies, prepared, config, device)
+        latent = _image_vae(writer, galaxies, images, config, device)
         embeddings["image_vae"] = (latent, "euclidean", "seed 004: VAE latent means of log-scaled r-band images")
     if fingerprints is not None:
         embeddings[schema.FINGERPRINT_EMBEDDING] = (np.asarray(fingerprints, dtype=np.float32).reshape(len(galaxies), -1),
@@ -185,7 +187,7 @@ def cube_pca(maps, train: np.ndarray, model, n_components: int = 32, max_fit_gal
                            for start in range(0, len(maps), READ_ROWS)]).astype(np.float32)
 
 
-def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _anomaly(writer, galaxies, prepared, images, wave, config, device) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     from precompute.cube_maps import EMISSION_LINES, write_emission_line_cubes
     from precompute.models.convlstm import EmissionLineAnomaly
 
@@ -210,7 +212,6 @@ def _anomaly(writer, galaxies, prepared, wave, config, device) -> tuple[np.ndarr
     writer.write(schema.ANOMALY_TOP_LINES, residuals["top_lines"])
     writer.write(schema.ANOMALY_TOP_LINE_MAPS, residuals["top_line_maps"])
     seconds = time.perf_counter() - start
-    images = np.stack([g.image for g in prepared])
     columns = {"anomaly_convlstm": residuals["score"], "anomaly_nucleus": nuclear_residual(residuals["spaxel"]),
                **image_asymmetry(images)}  # asymmetry (a part) and compact_asymmetry (for the relevance model)
     writer.metrics["anomaly"] = {"seconds": round(time.perf_counter() - start, 2),
@@ -287,14 +288,13 @@ def _combine_anomaly(writer, galaxies: pd.DataFrame, fingerprint_knn: np.ndarray
     return galaxies
 
 
-def _image_vae(writer, galaxies, prepared, config, device) -> np.ndarray:
+def _image_vae(writer, galaxies, images, config, device) -> np.ndarray:
     from precompute.models.image_vae import ImageVAE
     from precompute.projections import numeric_properties, pearson
 
     cfg, seed = config["image_vae"], config["seed"]
     train = galaxies["split"].to_numpy() == "train"
     start = time.perf_counter()
-    images = np.stack([g.image for g in prepared])
     model = ImageVAE(cfg["latent_dim"], cfg["band"], cfg["channels"], cfg["beta"], cfg["epochs"], cfg["batch_size"],
                      cfg["learning_rate"], seed, device).fit(images[train])
     latent = model.transform(images)
