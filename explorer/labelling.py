@@ -35,7 +35,7 @@ class FocusLabels:
         self.text = pn.pane.Markdown("", css_classes=["focus-labels"], margin=(0, 8))
         buttons = []
         for label, name, colour in ((INTERESTING, "★ Interesting", "success"),
-                                    (NOT_INTERESTING, "✗ Not interesting", "light")):
+                                    (NOT_INTERESTING, "✗ Not interesting", "default")):
             button = pn.widgets.Button(label=name, color=colour, width=150)
             button.on_click(lambda _, label=label: self.mark(label))
             buttons.append(button)
@@ -61,7 +61,8 @@ class LabelTools:
     def __init__(self, data: ExplorerData, state: SelectionState):
         self.data, self.state = data, state
         self.interesting = pn.widgets.Button(label="Selection: interesting", color="success", variant="outline")
-        self.not_interesting = pn.widgets.Button(label="Selection: not interesting", color="light")
+        self.not_interesting = pn.widgets.Button(label="Selection: not interesting", color="default",
+                                                  variant="outline")
         self.interesting.on_click(lambda _: self.apply(INTERESTING))
         self.not_interesting.on_click(lambda _: self.apply(NOT_INTERESTING))
         self.tag = pn.widgets.TextInput(label="Tag (a sample name)", placeholder="e.g. ring galaxies", width=200)
