@@ -179,6 +179,9 @@ class SomMap:
         self._handles.append(plot.handles)
         plot.handles["source"].selected.indices = list(self.selected_nodes)
         figure = plot.handles["plot"]
+        # the frame's width and height fix the size; HoloViews' sizing_mode "fixed" without a width and height made
+        # Bokeh log a W-1005 warning for each map of every page
+        figure.sizing_mode = None
         what = "placed spectra" if self.level == "desom1" else "placed galaxies"
         source = add_placed_dots(figure, self._placed_marks(), [(what, "@placed"), ("node", "@node")])
         if source is not None:
