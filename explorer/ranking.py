@@ -35,7 +35,7 @@ class WhatNext:
         self.grid = ThumbnailGrid(state)
         self.header = pn.pane.Markdown("", css_classes=["what-next-header"], margin=(0, 8))
         spaces = relevance_spaces(data.bundle)
-        self.space = pn.widgets.Select(name="Relevance learned in", options=spaces, value=spaces[0], width=220)
+        self.space = pn.widgets.Select(label="Relevance learned in", options=spaces, value=spaces[0], width=220)
         self.view = pn.Column(self.header, self.space, self.grid,
                               css_classes=["what-next"], sizing_mode="stretch_width")
         state.param.watch(self.render, ["labels_changed"])
