@@ -5,6 +5,7 @@ data coordinates, and the expected galaxies are computed from the bundle the ser
 """
 import io
 import re
+from pathlib import Path
 from urllib.error import HTTPError
 from urllib.parse import urljoin
 from urllib.request import urlopen
@@ -33,12 +34,15 @@ from precompute import schema
 pytestmark = pytest.mark.browser
 
 @pytest.mark.parametrize("test_bundle", ["real", "synthetic"], indirect=True)
-def test_page_loads_without_console_errors(dashboard, artifacts):
+def test_page_loads_without_console_errors(dashboard, test_bundle, artifacts):
     assert "whole survey" in count_text(dashboard)
     for title in ("Galaxies in", "DESOM-1", "DESOM-2", "Prototype spectra of"):
         figure(dashboard, title)
     dashboard.screenshot(path=artifacts / "01-loaded.png", full_page=True)
     assert not dashboard.errors
+    # nor in the server's log: Bokeh's model checks (W-1xxx / E-1xxx) run on every page a server builds
+    server_log = (artifacts / f"server-{Path(test_bundle).name}.log").read_text()
+    assert not re.findall(r"[WE]-1\d{3} \(\w+\).*", server_log)
 
 
 @pytest.mark.parametrize("test_bundle", ["sed"], indirect=True)
