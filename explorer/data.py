@@ -126,7 +126,8 @@ class ExplorerData:
                 self.galaxy_node2 = galaxies[column].to_numpy(np.int64)
         self.embeddings: dict = self.bundle.read(schema.EMBEDDING_INDEX) if self.bundle.has("embeddings") else {}
         self.galaxies = self._with_derived_columns(galaxies)
-        # labels are shared by every session of this process (one log per bundle), read once at start
+        # labels are shared by every session of this process (one log per bundle); what other processes append
+        # to the file is replayed when a session starts or labels (`refresh_labels`)
         self.labels = LabelLog(labels_path(self.path), galaxies["galaxy_id"].to_numpy(), self.bundle.id)
         self.galaxies = self.galaxies.assign(**self.labels.columns())
         self._cache: dict = {}
@@ -180,6 +181,12 @@ class ExplorerData:
         event = self.labels.undo(event_id)
         self._labels_changed()
         return event
+
+    def refresh_labels(self) -> None:
+        """Take in the labels other processes appended to the labels file since this one last read it (a second
+        server on the bundle, `panel serve --num-procs`, a script)."""
+        if self.labels.refresh():
+            self._labels_changed()
 
     def _labels_changed(self) -> None:
         """The label columns follow the log; statistics cached on them are stale."""

@@ -50,6 +50,7 @@ class SelectionState(param.Parameterized):
         self.data = data
         self._derived: dict = {}  # arrays derived from the current selection, shared by the views
         self.label_events: list[dict] = []  # this session's label events, newest last: what Undo cancels
+        data.refresh_labels()  # a new page shows every label in the file, whichever process gave it
 
     # -- what is selected --------------------------------------------------------------------------------------
     @property
@@ -154,6 +155,7 @@ class SelectionState(param.Parameterized):
 
     def select_label(self, label: str) -> None:
         """The galaxies that carry a label now (a relevance label or a tag)."""
+        self.data.refresh_labels()
         mask = self.data.labels.labels.get(label)
         if mask is None:
             raise KeyError(f"no galaxy carries the label {label!r} in {self.data.labels.path}")

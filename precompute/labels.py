@@ -64,7 +64,7 @@ class LabelLog:
     """The events of one labels file, and the labels they give each galaxy.
 
     ``LabelLog(path, galaxy_ids, bundle_id)`` reads the file (a missing file is an empty log); `append` records an
-    event durably and applies it. Galaxy ids not in ``galaxy_ids`` (labelled on another bundle) are kept in the
+    event durably and applies it; `refresh` applies what other writers appended since. Galaxy ids not in ``galaxy_ids`` (labelled on another bundle) are kept in the
     file and counted in ``unknown_ids`` but label nothing here."""
 
     def __init__(self, path: str | os.PathLike, galaxy_ids, bundle_id: str):
@@ -72,21 +72,59 @@ class LabelLog:
         self.galaxy_ids = np.asarray(galaxy_ids, dtype=object)
         self.index = {gid: g for g, gid in enumerate(self.galaxy_ids)}
         self.bundle_id = bundle_id
+        self._forget()
+        self.refresh()
+
+    def _forget(self) -> None:
         self.events: list[dict] = []
         self.unknown_ids: set[str] = set()
         self._undone: set[str] = set()
         self._labels: dict | None = None  # {label: mask}, replayed from the events when asked
-        if self.path.exists():
-            for number, line in enumerate(self.path.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    event = json.loads(line)
-                    _check_event(event)
-                except (json.JSONDecodeError, LabelError) as err:
-                    warnings.warn(f"{self.path}: line {number} skipped ({err})", stacklevel=2)
-                    continue
-                self._apply(event)
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file read
+        self._read_to = 0  # bytes of it replayed
+        self._lines = 0  # lines of it seen (for the warnings)
+        self._cut = False  # the last line read had no end: a writer was killed mid-line
+
+    def refresh(self) -> int:
+        """Replay the events other writers appended since this log last read the file (another server process,
+        a script, a colleague's dashboard on the same bundle); returns how many. The file is read under a shared
+        lock, so a line another writer is appending is never read half-written."""
+        if not self.path.exists():
+            return 0
+        with open(self.path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            return self._replay(handle.fileno())
+
+    def _replay(self, fd: int) -> int:
+        """Apply the lines of the open file ``fd`` after the ones already replayed (all of them, from scratch, when
+        the file was replaced or shortened); a line that is not an event is skipped with a warning."""
+        stat = os.fstat(fd)
+        if self._file not in (None, (stat.st_dev, stat.st_ino)) or stat.st_size < self._read_to:
+            self._forget()
+        self._file = (stat.st_dev, stat.st_ino)
+        text = os.pread(fd, stat.st_size - self._read_to, self._read_to).decode("utf-8", errors="replace")
+        self._read_to = stat.st_size
+        if not text:
+            return 0
+        *lines, tail = text.split("\n")
+        if self._cut:  # the rest of the line cut short (an append starts a new line: normally nothing)
+            lines, tail = (lines[1:], tail) if lines else ([], "")
+        cut = bool(tail) or (self._cut and not lines)
+        applied = 0
+        for line in [*lines, *([tail] if tail else [])]:
+            self._lines += 1
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+                _check_event(event)
+            except (json.JSONDecodeError, LabelError) as err:
+                warnings.warn(f"{self.path}: line {self._lines} skipped ({err})", stacklevel=3)
+                continue
+            self._apply(event)
+            applied += 1
+        self._cut = cut
+        return applied
 
     # -- recording -------------------------------------------------------------------------------------------------
     def add(self, label: str, galaxies, how: str = "") -> dict:
@@ -103,7 +141,9 @@ class LabelLog:
         return self.append({**self._stamp(), "action": "undo", "undoes": event_id})
 
     def append(self, event: dict) -> dict:
-        """Write one event as one line, durably (see the module), then apply it; returns the event."""
+        """Write one event as one line, durably (see the module); the lines other writers appended before it and
+        the event itself are then replayed from the file, so every log of the file holds the events in its order.
+        Returns the event."""
         _check_event(event)
         line = (json.dumps(event, ensure_ascii=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,9 +157,9 @@ class LabelLog:
             if written != len(line):
                 raise OSError(f"{self.path}: wrote {written} of {len(line)} bytes (disk full?)")
             os.fsync(fd)
+            self._replay(fd)
         finally:
             os.close(fd)  # closing releases the lock
-        self._apply(event)
         return event
 
     def _stamp(self) -> dict:

@@ -96,6 +96,28 @@ def test_a_line_cut_short_by_a_crash_is_skipped_and_the_next_label_starts_a_new_
     assert sorted(reread.labels) == ["bars", "rings"] and reread.labels["bars"][1]
 
 
+def test_labels_other_writers_append_are_replayed_in_the_file_s_order(tmp_path):
+    """Two servers (or a server and a script) on one labels file: each takes in the other's events, in the order
+    they stand in the file."""
+    path = tmp_path / "b.labels.jsonl"
+    first, second = LabelLog(path, IDS, "b"), LabelLog(path, IDS, "b")
+    first.add(INTERESTING, [0])
+    assert second.refresh() == 1 and second.labels[INTERESTING][0]
+    assert second.refresh() == 0
+    ring = second.add("rings", [1, 2])
+    first.add(NOT_INTERESTING, [0])  # its append takes in the second's event first
+    second.refresh()
+    second.undo(ring["event"])
+    assert first.refresh() == 1
+    reread = LabelLog(path, IDS, "b")
+    for log in (first, second, reread):
+        assert [e["event"] for e in log.events] == [e["event"] for e in reread.events]
+        assert sorted(log.labels) == [NOT_INTERESTING]
+    path.unlink()  # a file removed (or replaced) is read again from scratch
+    path.write_text(json.dumps(ring) + "\n")
+    assert first.refresh() == 1 and [e["event"] for e in first.events] == [ring["event"]]
+
+
 def test_labels_of_galaxies_not_in_the_bundle_are_kept_but_label_nothing(tmp_path):
     path = tmp_path / "b.labels.jsonl"
     LabelLog(path, np.array(["g0", "other"], dtype=object), "old-build").add("rings", [0, 1])
@@ -203,6 +225,27 @@ def test_label_the_selection_select_it_back_and_undo(data, labelling):
     assert "ring sample" not in data.labels.labels and (data.galaxies["tags"] == "").all()
     with pytest.raises(KeyError, match="no galaxy carries the label"):
         state.select_label("ring sample")
+
+
+def test_a_new_page_shows_the_labels_another_process_gave(data, labelling):
+    """A second server process (`panel serve --num-procs`, another user's server) or a script labels galaxies: the
+    next page this process opens shows them, and selects them back by the tag."""
+    ids = data.galaxies["galaxy_id"].to_numpy()[[1, 3]].tolist()
+    script = ("import numpy as np\nfrom precompute.labels import LabelLog\n"
+              f"log = LabelLog({str(labels_path(data.path))!r}, np.array({ids!r}, dtype=object), 'other')\n"
+              "print(log.add('from elsewhere', [0, 1])['event'])\n")
+    event = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
+                           cwd=os.getcwd()).stdout.strip()
+    try:
+        assert "from elsewhere" not in data.labels.labels  # this process has not read the file since
+        state = type(labelling)(data)  # a new page
+        assert [data.galaxies["tags"].iat[g] for g in (1, 3, 0)] == ["from elsewhere"] * 2 + [""]
+        state.select_label("from elsewhere")
+        assert state.selected.tolist() == [1, 3]
+    finally:
+        LabelLog(labels_path(data.path), data.galaxies["galaxy_id"].to_numpy(), data.bundle.id).undo(event)
+        data.refresh_labels()
+    assert "from elsewhere" not in data.labels.labels and (data.galaxies["tags"] == "").all()
 
 
 def test_tagging_a_desom2_node_tags_its_members_with_an_undo(data, labelling):
