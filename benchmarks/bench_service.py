@@ -2,6 +2,7 @@
 
     python benchmarks/bench_service.py data/bundles/demo
     python benchmarks/bench_service.py data/bundles/demo --pages 1,10,20 --cycles 3 --cycle-pages 10 --brushes 50
+    python benchmarks/bench_service.py data/bundles/demo --pages 10 --cycles 0 --server-args="--num-procs 2"
 
 Serves `panel serve app.py --args BUNDLE` on 127.0.0.1 and drives headless Chromium (Debian's) with Playwright:
 1. for each count in --pages, that many pages opened at once: time from navigation to the galaxy scatter drawn
@@ -11,7 +12,9 @@ Serves `panel serve app.py --args BUNDLE` on 127.0.0.1 and drives headless Chrom
 3. --brushes box selections on the UMAP scatter of one page, every fifth on empty space: the browser-perceived
    latency from mouse release to the page showing the new selection count (every view is updated in the same
    server message), and server RSS every 10 brushes; an empty box must keep the selection.
-Ends with the number of tracebacks in the server log and one JSON line. Targets (issue 14): each of 20 pages
+``--server-args``: more `panel serve` options (Panel's ``--num-procs N``, ``--num-threads N``), to measure what they
+change; the server's CPU time is that of its process and every process it forked. Ends with the number of
+tracebacks in the server log and one JSON line. Targets (issue 14): each of 20 pages
 ready ≤ 10 s; RSS after the third cycle within 10 % of after the first; brush latency ≤ 400 ms median.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -51,7 +55,12 @@ def cpu_seconds(server_pid: int) -> dict[str, float]:
         if "chrom" in (process.info["name"] or ""):
             with contextlib.suppress(psutil.Error):
                 browser += used(process)
-    return {"server": used(psutil.Process(server_pid)), "browser": browser}
+    server = psutil.Process(server_pid)
+    forked = 0.0  # `--num-procs N`: the processes that serve the pages
+    for process in server.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            forked += used(process)
+    return {"server": used(server) + forked, "browser": browser}
 
 
 async def open_pages(browser, url: str, n: int) -> tuple[list, list[float]]:
@@ -116,7 +125,7 @@ async def brush_latencies(page, xy: np.ndarray, n: int, pid: int, rng: np.random
 
 
 async def run(bundle: Path, pages: list[int], cycles: int, cycle_pages: int, closed_wait_s: float, brushes: int,
-              log) -> dict:
+              log, server_args=()) -> dict:
     from playwright.async_api import async_playwright
 
     from explorer.data import ExplorerData
@@ -124,7 +133,8 @@ async def run(bundle: Path, pages: list[int], cycles: int, cycle_pages: int, clo
     data = ExplorerData(bundle)
     xy = np.asarray(data.umap(next(iter(data.embeddings))))
     # a running service: warmed up (--warm), closed sessions discarded after 5 s (Bokeh's default waits up to 32 s)
-    server, url = start_server(bundle, log, extra_args=["--check-unused-sessions", "1000", "--unused-session-lifetime", "5000"])
+    server, url = start_server(bundle, log, extra_args=["--check-unused-sessions", "1000", "--unused-session-lifetime", "5000",
+                                                            *server_args])
     result = {"bundle": str(bundle), "galaxies": data.n_galaxies, "ready_s": {}, "cycles": []}
     try:
         async with async_playwright() as playwright:
@@ -166,12 +176,14 @@ def main(argv=None) -> int:
     parser.add_argument("--cycle-pages", type=int, default=10)
     parser.add_argument("--closed-wait", type=float, default=30.0, help="seconds from closing to reading RSS")
     parser.add_argument("--brushes", type=int, default=50)
+    parser.add_argument("--server-args", default="", help='more `panel serve` options, e.g. "--num-procs 2"')
     args = parser.parse_args(argv)
     pages = [int(n) for n in args.pages.split(",")]
-    print(f"dashboard service benchmark on {os.cpu_count()} CPU cores, bundle {args.bundle}", flush=True)
+    print(f"dashboard service benchmark on {os.cpu_count()} CPU cores, bundle {args.bundle}"
+          + (f", panel serve {args.server_args}" if args.server_args else ""), flush=True)
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
         result = asyncio.run(run(args.bundle, pages, args.cycles, args.cycle_pages, args.closed_wait,
-                                  args.brushes, log))
+                                  args.brushes, log, shlex.split(args.server_args)))
         log.seek(0)
         tracebacks = log.read().count("Traceback")
     brushes = result["brushes"]
@@ -194,7 +206,7 @@ def main(argv=None) -> int:
                 "no traceback": tracebacks == 0}
     for what, met in verdicts.items():
         print(f"  {'meets' if met else 'MISSES'}: {what}")
-    print(json.dumps({"pages": {n: [round(min(s), 1), round(float(np.median(s)), 1), round(max(s), 1)]
+    print(json.dumps({"server_args": args.server_args, "pages": {n: [round(min(s), 1), round(float(np.median(s)), 1), round(max(s), 1)]
                                 for n, s in result["ready_s"].items()},
                       "rss_after_cycles_mb": [round(c["after"]) for c in cycles], "rss_growth": round(growth, 3),
                       "latency_median_ms": None if median is None else round(median),
