@@ -17,6 +17,10 @@ Durability: an event is one ``write`` of one whole line to a file opened with O_
 returns: an acknowledged label survives a killed server (and a power cut). A line cut short by a crash while it
 was being written is skipped on reading with a warning, and the next append starts on a new line.
 
+Several writers: every `LabelLog` of a file replays what the others appended — before its own append (under the
+lock, so all of them hold the events in the file's order) and on `LabelLog.refresh` (the dashboard calls it when a
+page opens) — so two server processes, or a server and a script, share one set of labels.
+
 Imported by the dashboard (explorer/) and by ``python -m precompute rank``; no Panel here.
 """
 from __future__ import annotations
