@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -116,6 +117,30 @@ def test_labels_other_writers_append_are_replayed_in_the_file_s_order(tmp_path):
     path.unlink()  # a file removed (or replaced) is read again from scratch
     path.write_text(json.dumps(ring) + "\n")
     assert first.refresh() == 1 and [e["event"] for e in first.events] == [ring["event"]]
+
+
+def test_a_reader_never_sees_half_a_line_while_two_processes_label(tmp_path):
+    """Two processes append 150 labels each while this one keeps taking them in: no line is ever read half-written
+    (no warning) and this log ends with every event, in the file's order."""
+    path = tmp_path / "b.labels.jsonl"
+    script = ("import sys, numpy as np\nfrom precompute.labels import LabelLog\n"
+              f"log = LabelLog({str(path)!r}, np.array([f'g{{i}}' for i in range(6)], dtype=object), 'b')\n"
+              "for i in range(150):\n"
+              "    log.add(f'{sys.argv[1]}-{i}', [i % 6])\n")
+    writers = [subprocess.Popen([sys.executable, "-c", script, name], cwd=os.getcwd()) for name in ("a", "b")]
+    reader = LabelLog(path, IDS, "b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a line read half-written would be skipped with a warning
+        try:
+            while any(w.poll() is None for w in writers):
+                reader.refresh()
+        finally:
+            for writer in writers:
+                writer.wait(timeout=120)
+        reader.refresh()
+    assert [w.returncode for w in writers] == [0, 0]
+    assert [e["event"] for e in reader.events] == [e["event"] for e in LabelLog(path, IDS, "b").events]
+    assert len(reader.events) == 300 and len(reader.tags) == 300
 
 
 def test_labels_of_galaxies_not_in_the_bundle_are_kept_but_label_nothing(tmp_path):
