@@ -22,6 +22,7 @@ import pandas as pd
 import panel as pn
 
 from explorer.data import ExplorerData
+from explorer.selection_table import DownloadButton
 from explorer.state import SelectionState
 
 ACCEPT = ".fits,.fits.gz,.fit"
@@ -122,9 +123,8 @@ class PlaceSpectra:
                                           formatters={c: {"type": "money", "precision": 3, "symbol": ""}
                                                       for c in ("qe", "recon_error", "coverage", "confidence")})
         self.table.on_click(self._on_click)
-        self.download = pn.widgets.FileDownload(callback=self._csv, filename="placed.csv",
-                                                label="Download placements (CSV)", color="primary",
-                                                variant="outline", width=230, embed=False, disabled=True)
+        self.download = DownloadButton(callback=self._csv, filename="placed.csv", label="Download placements (CSV)",
+                                       color="primary", variant="outline", width=230, embed=False, disabled=True)
         self.upload.param.watch(self._on_upload, "value", onlychanged=False)  # the same files again: again
         self.view = pn.Column(
             pn.pane.Markdown(HELP, styles={"font-size": "12px", "color": "#555"}),

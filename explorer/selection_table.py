@@ -17,6 +17,13 @@ from explorer.data import KEY_COLUMNS, ExplorerData
 from explorer.state import SelectionState
 
 FORMATS = {"csv": "text/csv", "fits": "application/fits", "vot": "application/x-votable+xml"}
+
+
+class DownloadButton(pn.widgets.FileDownload):
+    """Panel's FileDownload whose ``color`` reaches the page: Panel 1.9 drops it (holoviz/panel#8653), and an
+    export button then looks like the disabled ones."""
+
+    _rename = {**pn.widgets.FileDownload._rename, "color": "button_type"}
 DROP_FROM_EXPORT = ("thumbnail",)
 
 
@@ -97,9 +104,9 @@ class SelectionTable:
         )
         self.table.on_click(self._on_click)
         self.downloads = [
-            pn.widgets.FileDownload(callback=lambda f=fmt: io.BytesIO(export_bytes(data, state, f)),
-                                    filename=f"selection.{fmt}", label=f"Download {name}", color="primary",
-                                    variant="outline", width=150, embed=False)
+            DownloadButton(callback=lambda f=fmt: io.BytesIO(export_bytes(data, state, f)),
+                           filename=f"selection.{fmt}", label=f"Download {name}", color="primary", variant="outline",
+                           width=150, embed=False)
             for fmt, name in (("csv", "CSV"), ("fits", "FITS"), ("vot", "VOTable"))
         ]
         self.view = pn.Column(self.count, self.table, pn.Row(*self.downloads), sizing_mode="stretch_width")

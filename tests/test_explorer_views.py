@@ -250,6 +250,8 @@ def test_table_shows_selection(data, state):
     state.select_galaxies([2, 6], how="two")
     assert view.table.value["galaxy_id"].tolist() == data.galaxies["galaxy_id"].iloc[[2, 6]].tolist()
     assert "2 galaxies selected" in view.count.object
+    # the export buttons are drawn as the buttons they are (Panel's FileDownload drops its colour: panel#8653)
+    assert {button.get_root().button_type for button in view.downloads} == {"primary"}
 
 
 def test_csv_export_has_exactly_the_selection_with_provenance(data, state):
