@@ -33,6 +33,8 @@ LINES = (
     ("[SII]", 6725.0, "emission"),
 )
 LINE_COLOURS = {"emission": "#2166ac", "absorption": "#8c510a"}
+LABEL_GAP = 0.02  # line labels closer than this share of the plotted wavelength range go one row up
+LABEL_ROW_PX = 40  # rows of line labels, screen pixels apart (each label hangs below its anchor)
 NODE_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 MAX_NODES = len(NODE_COLOURS)
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
@@ -50,6 +52,18 @@ def nodes_to_show(nodes: list[int], hits: np.ndarray, max_nodes: int = 3) -> lis
 
 def node_name(data: ExplorerData, k: int) -> str:
     return f"node ({k // data.desom1['cols']}, {k % data.desom1['cols']})"
+
+
+def label_rows(waves, min_gap: float) -> list[int]:
+    """Row of each line label (wavelengths ascending): the first row in which it stands at least ``min_gap`` Å from
+    the label before it, so that close pairs (Ca K and H, Hα and [N II]) stay legible."""
+    last: list[float] = []  # wavelength of the last label of each row
+    rows = []
+    for wave in waves:
+        row = next((r for r, previous in enumerate(last) if wave - previous >= min_gap), len(last))
+        last[row:row + 1] = [wave]
+        rows.append(row)
+    return rows
 
 
 def _robust_top(flux: np.ndarray) -> float:
@@ -99,11 +113,13 @@ class PrototypeFigure:
         for _, w, kind in inside:
             self.figure.add_layout(Span(location=w, dimension="height", line_color=LINE_COLOURS[kind],
                                         line_dash="dotted", line_width=1, line_alpha=0.7))
+        rows = label_rows([w for _, w, _ in inside], LABEL_GAP * (wave[-1] - wave[0]))
         self.line_names = ColumnDataSource({"wave": [w for _, w, _ in inside], "flux": np.ones(len(inside)),
-                                            "text": [name for name, _, _ in inside]})
+                                            "text": [name for name, _, _ in inside],
+                                            "offset": [LABEL_ROW_PX * row for row in rows]})
         self.figure.add_layout(LabelSet(x="wave", y="flux", text="text", source=self.line_names, angle=90,
                                         angle_units="deg", text_font_size="8pt", text_color="#555555",
-                                        text_baseline="bottom", text_align="right"))
+                                        text_baseline="bottom", text_align="right", y_offset="offset"))
         self.show(nodes)
 
     def show(self, nodes: list[int]) -> None:

@@ -151,6 +151,15 @@ def test_prototype_figure_shows_decoded_spectra_and_lines(data):
     # the continuum is inside the plot, and the line names sit just above it
     assert plot.figure.y_range.end > np.nanpercentile(first["p50"], 99)
     assert np.all(np.asarray(plot.line_names.data["flux"]) < plot.figure.y_range.end)
+    # close pairs get a row each, so their names do not print over each other
+    offsets = dict(zip(plot.line_names.data["text"], plot.line_names.data["offset"]))
+    assert offsets["Ca K"] != offsets["Ca H"] and offsets["Hα"] != offsets["[NII]"]
+    assert offsets["Hβ"] == offsets["[OIII]"] == offsets["Hα"] == 0
+
+
+def test_line_labels_closer_than_the_gap_take_the_next_free_row():
+    assert prototype_spectra.label_rows([3934.8, 3969.6, 4102.9, 6564.6, 6585.3, 6725.0], 70) == [0, 1, 0, 0, 1, 0]
+    assert prototype_spectra.label_rows([1.0, 2.0, 3.0, 10.0], 5) == [0, 1, 2, 0]
 
 
 def test_distribution_curves_are_densities_like_the_survey_curve(data):
