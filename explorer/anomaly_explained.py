@@ -15,7 +15,7 @@ from precompute import schema
 # Line names of anomaly/lines.json ("OIII_5008") in astronomers' notation ("[O III] 5008")
 SPECIES = {"Ha": "Hα", "Hb": "Hβ", "Hgam": "Hγ", "Hdel": "Hδ", "Heps": "Hε", "OII": "[O II]", "OIII": "[O III]",
            "NII": "[N II]", "SII": "[S II]", "OI": "[O I]", "NeIII": "[Ne III]", "HeI": "He I", "HeII": "He II"}
-MAP_TITLES = ("data", "reconstruction", "residual")
+MAP_TITLES = ("data", "model", "residual")  # the model: the autoencoder's reconstruction
 N_LINES_LISTED = 8
 
 
@@ -86,7 +86,8 @@ def line_maps(data: ExplorerData, g: int) -> hv.Layout | None:
             panels.append(hv.Image(image[::-1], bounds=(0, 0, *image.shape[::-1]), kdims=["x", "y"],
                                    vdims=[hv.Dimension("v", label=title)]).opts(
                 title=f"{line_name(names[line])}: {title}", cmap="RdBu_r" if title != "residual" else "magma",
-                clim=clim, frame_width=110, frame_height=110, xaxis=None, yaxis=None, colorbar=False,
+                clim=clim, frame_width=130, frame_height=130, xaxis=None, yaxis=None, colorbar=False,
+                fontsize={"title": "9pt"},
                 tools=["hover"], toolbar=None))
     return hv.Layout(panels).cols(3).opts(shared_axes=False) if panels else None
 

@@ -174,7 +174,7 @@ def test_the_detail_view_shows_the_ranked_line_residuals(dashboard, bundle, arti
     listed = [item.rsplit(": ", 1) for item in dashboard.locator(".line-residuals li").all_inner_texts()]
     assert [name for name, _ in listed] == [name for name, _ in lines[:len(listed)]] and len(listed) >= 3
     assert np.allclose([float(v) for _, v in listed], [v for _, v in lines[:len(listed)]], atol=6e-4)
-    for kind in ("data", "reconstruction", "residual"):
+    for kind in ("data", "model", "residual"):
         figure(dashboard, f"{lines[0][0]}: {kind}")  # the top line's maps, side by side
     figure(dashboard, "Line residuals, ranked")
     dashboard.locator(".line-residuals").first.scroll_into_view_if_needed()
