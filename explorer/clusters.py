@@ -72,7 +72,7 @@ def sfms_plot(data: ExplorerData, column: str, rings=None) -> hv.Overlay:
     slope, intercept = MAIN_SEQUENCE
     reference = hv.Curve((masses, slope * masses + intercept), SFMS[0], SFMS[1]).opts(color="#777",
                                                                                       line_dash="dashed")
-    title = "Star-formation main sequence per cluster (dashed: Renzini & Peng 2015)"
+    title = "Star-formation main sequence (dashed: Renzini & Peng 2015)"  # one colour per cluster
     rings = selection_rings(data, *SFMS) if rings is None else rings
     return (hv.Overlay([*cluster_plane(data, column, *SFMS), reference]) * rings).opts(
         hv.opts.Overlay(title=title, **PLOT))
