@@ -17,6 +17,7 @@ from explorer.data import KEY_COLUMNS, ExplorerData
 from explorer.state import SelectionState
 
 FORMATS = {"csv": "text/csv", "fits": "application/fits", "vot": "application/x-votable+xml"}
+DROP_FROM_EXPORT = ("thumbnail",)
 
 
 class DownloadButton(pn.widgets.FileDownload):
@@ -24,7 +25,6 @@ class DownloadButton(pn.widgets.FileDownload):
     export button then looks like the disabled ones."""
 
     _rename = {**pn.widgets.FileDownload._rename, "color": "button_type"}
-DROP_FROM_EXPORT = ("thumbnail",)
 
 
 def selection_frame(data: ExplorerData, galaxies: np.ndarray) -> pd.DataFrame:

@@ -68,8 +68,9 @@ class LabelLog:
     """The events of one labels file, and the labels they give each galaxy.
 
     ``LabelLog(path, galaxy_ids, bundle_id)`` reads the file (a missing file is an empty log); `append` records an
-    event durably and applies it; `refresh` applies what other writers appended since. Galaxy ids not in ``galaxy_ids`` (labelled on another bundle) are kept in the
-    file and counted in ``unknown_ids`` but label nothing here."""
+    event durably and applies it; `refresh` applies what other writers appended since. Galaxy ids not in
+    ``galaxy_ids`` (labelled on another bundle) are kept in the file and counted in ``unknown_ids`` but label
+    nothing here."""
 
     def __init__(self, path: str | os.PathLike, galaxy_ids, bundle_id: str):
         self.path = Path(path)
@@ -89,31 +90,37 @@ class LabelLog:
         self._lines = 0  # lines of it seen (for the warnings)
         self._cut = False  # the last line read had no end: a writer was killed mid-line
 
-    def refresh(self) -> int:
+    def refresh(self) -> bool:
         """Replay the events other writers appended since this log last read the file (another server process,
-        a script, a colleague's dashboard on the same bundle); returns how many. The file is read under a shared
-        lock, so a line another writer is appending is never read half-written."""
-        if not self.path.exists():
-            return 0
-        with open(self.path, "rb") as handle:
+        a script, a colleague's dashboard on the same bundle); True when the labels may have changed. The file is
+        read under a shared lock, so a line another writer is appending is never read half-written; a file
+        removed or replaced is read from scratch."""
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            changed = self._read_to > 0
+            self._forget()
+            return changed
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_SH)
             return self._replay(handle.fileno())
 
-    def _replay(self, fd: int) -> int:
+    def _replay(self, fd: int) -> bool:
         """Apply the lines of the open file ``fd`` after the ones already replayed (all of them, from scratch, when
-        the file was replaced or shortened); a line that is not an event is skipped with a warning."""
+        the file was replaced or shortened); a line that is not an event is skipped with a warning. True when
+        anything was applied or forgotten."""
         stat = os.fstat(fd)
-        if self._file not in (None, (stat.st_dev, stat.st_ino)) or stat.st_size < self._read_to:
+        forgotten = self._file not in (None, (stat.st_dev, stat.st_ino)) or stat.st_size < self._read_to
+        if forgotten:
             self._forget()
         self._file = (stat.st_dev, stat.st_ino)
         text = os.pread(fd, stat.st_size - self._read_to, self._read_to).decode("utf-8", errors="replace")
         self._read_to = stat.st_size
-        if not text:
-            return 0
+        ended = "\n" in text
         *lines, tail = text.split("\n")
-        if self._cut:  # the rest of the line cut short (an append starts a new line: normally nothing)
-            lines, tail = (lines[1:], tail) if lines else ([], "")
-        cut = bool(tail) or (self._cut and not lines)
+        if self._cut:  # the rest of a line cut short, already skipped (an append starts a new line: normally "")
+            lines, tail = (lines[1:], tail) if ended else ([], "")
+        self._cut = bool(tail) if ended else self._cut or bool(tail)
         applied = 0
         for line in [*lines, *([tail] if tail else [])]:
             self._lines += 1
@@ -127,8 +134,7 @@ class LabelLog:
                 continue
             self._apply(event)
             applied += 1
-        self._cut = cut
-        return applied
+        return forgotten or applied > 0
 
     # -- recording -------------------------------------------------------------------------------------------------
     def add(self, label: str, galaxies, how: str = "") -> dict:

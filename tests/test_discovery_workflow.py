@@ -95,6 +95,20 @@ def test_a_line_cut_short_by_a_crash_is_skipped_and_the_next_label_starts_a_new_
     with pytest.warns(UserWarning, match="line 2 skipped"):
         reread = LabelLog(path, IDS, "b")
     assert sorted(reread.labels) == ["bars", "rings"] and reread.labels["bars"][1]
+    # a reader that met the cut line takes in the new line after it, however the cut line was ended
+    with open(path, "a") as out:
+        out.write('{"event": "y", "action": "add", "label": "spir')  # killed again
+    with pytest.warns(UserWarning, match="line 4 skipped"):
+        reread.refresh()
+    with open(path, "a") as out:
+        out.write('als"\n')  # ended by hand
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the end of a line already skipped is not warned about twice
+        reread.refresh()
+    with pytest.warns(UserWarning, match="line 4 skipped"):  # the writer meets the bad line for the first time
+        log.add("discs", [2])
+    reread.refresh()
+    assert sorted(reread.labels) == ["bars", "discs", "rings"]
 
 
 def test_labels_other_writers_append_are_replayed_in_the_file_s_order(tmp_path):
@@ -103,20 +117,21 @@ def test_labels_other_writers_append_are_replayed_in_the_file_s_order(tmp_path):
     path = tmp_path / "b.labels.jsonl"
     first, second = LabelLog(path, IDS, "b"), LabelLog(path, IDS, "b")
     first.add(INTERESTING, [0])
-    assert second.refresh() == 1 and second.labels[INTERESTING][0]
-    assert second.refresh() == 0
+    assert second.refresh() and second.labels[INTERESTING][0]
+    assert not second.refresh()
     ring = second.add("rings", [1, 2])
     first.add(NOT_INTERESTING, [0])  # its append takes in the second's event first
     second.refresh()
     second.undo(ring["event"])
-    assert first.refresh() == 1
+    assert first.refresh()
     reread = LabelLog(path, IDS, "b")
     for log in (first, second, reread):
         assert [e["event"] for e in log.events] == [e["event"] for e in reread.events]
         assert sorted(log.labels) == [NOT_INTERESTING]
-    path.unlink()  # a file removed (or replaced) is read again from scratch
+    path.unlink()  # a file removed, then replaced, is read again from scratch
+    assert first.refresh() and first.labels == {} and not first.refresh()
     path.write_text(json.dumps(ring) + "\n")
-    assert first.refresh() == 1 and [e["event"] for e in first.events] == [ring["event"]]
+    assert first.refresh() and [e["event"] for e in first.events] == [ring["event"]]
 
 
 def test_a_reader_never_sees_half_a_line_while_two_processes_label(tmp_path):
