@@ -43,6 +43,13 @@ from precompute.rank import (
 IDS = np.array([f"g{i}" for i in range(6)], dtype=object)
 
 
+def labelling_script(path, galaxy_ids, body: str) -> str:
+    """Python source of another process labelling the file `path`: `body` runs with its LabelLog as `log`."""
+    return ("import sys, numpy as np\nfrom precompute.labels import LabelLog\n"
+            f"log = LabelLog({str(path)!r}, np.array({list(galaxy_ids)!r}, dtype=object), 'another-process')\n"
+            + body)
+
+
 @pytest.fixture
 def labelling(state):
     """The session's state; every label it gave is undone afterwards."""
@@ -138,10 +145,7 @@ def test_a_reader_never_sees_half_a_line_while_two_processes_label(tmp_path):
     """Two processes append 150 labels each while this one keeps taking them in: no line is ever read half-written
     (no warning) and this log ends with every event, in the file's order."""
     path = tmp_path / "b.labels.jsonl"
-    script = ("import sys, numpy as np\nfrom precompute.labels import LabelLog\n"
-              f"log = LabelLog({str(path)!r}, np.array([f'g{{i}}' for i in range(6)], dtype=object), 'b')\n"
-              "for i in range(150):\n"
-              "    log.add(f'{sys.argv[1]}-{i}', [i % 6])\n")
+    script = labelling_script(path, IDS, "for i in range(150):\n    log.add(f'{sys.argv[1]}-{i}', [i % 6])\n")
     writers = [subprocess.Popen([sys.executable, "-c", script, name], cwd=os.getcwd()) for name in ("a", "b")]
     reader = LabelLog(path, IDS, "b")
     with warnings.catch_warnings():
@@ -181,11 +185,8 @@ def test_acknowledged_labels_survive_a_killed_writer(tmp_path):
     """A process that acknowledges each label only after `append` returns, killed with SIGKILL while labelling:
     every acknowledged label is in the file."""
     path = tmp_path / "b.labels.jsonl"
-    script = ("import sys, numpy as np\nfrom precompute.labels import LabelLog\n"
-              f"log = LabelLog({str(path)!r}, np.array([f'g{{i}}' for i in range(6)], dtype=object), 'b')\n"
-              "for i in range(100000):\n"
-              "    log.add(f'tag{i}', [i % 6])\n"
-              "    print(i, flush=True)\n")
+    script = labelling_script(path, IDS, "for i in range(100000):\n    log.add(f'tag{i}', [i % 6])\n"
+                                         "    print(i, flush=True)\n")
     writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               cwd=os.getcwd())
     acknowledged = [int(writer.stdout.readline()) for _ in range(50)]
@@ -271,9 +272,7 @@ def test_a_new_page_shows_the_labels_another_process_gave(data, labelling):
     """A second server process (`panel serve --num-procs`, another user's server) or a script labels galaxies: the
     next page this process opens shows them, and selects them back by the tag."""
     ids = data.galaxies["galaxy_id"].to_numpy()[[1, 3]].tolist()
-    script = ("import numpy as np\nfrom precompute.labels import LabelLog\n"
-              f"log = LabelLog({str(labels_path(data.path))!r}, np.array({ids!r}, dtype=object), 'other')\n"
-              "print(log.add('from elsewhere', [0, 1])['event'])\n")
+    script = labelling_script(labels_path(data.path), ids, "print(log.add('from elsewhere', [0, 1])['event'])\n")
     event = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
                            cwd=os.getcwd()).stdout.strip()
     try:
